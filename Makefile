@@ -1,0 +1,38 @@
+# servekit developer commands. `make run` serves the example model, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: install run test lint format bench clean
+
+install: $(VENV)/.installed
+
+# torch is pinned first so that nothing later pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(FIND_LINKS) "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet $(FIND_LINKS) -e ".[dev]"
+	touch $@
+
+run: install
+	$(BIN)/servekit demo --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/ruff check src tests
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: install
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -1,0 +1,95 @@
+"""`servekit serve` and `servekit demo`: run the HTTP server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from servekit.cli._output import console
+from servekit.settings import Settings, load_settings
+
+
+def serve_command(
+    models: list[str] | None = typer.Argument(
+        None, help="Model files, bundle folders or registry refs (name, name:3, name@production)."
+    ),
+    host: str | None = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", "-p", help="Port (default 8000)."),
+    workers: int | None = typer.Option(None, "--workers", "-w", help="Worker processes."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Settings file (YAML)."),
+    trust: bool = typer.Option(False, "--trust", help="Trust pickle-based model files given as paths."),
+    default_model: str | None = typer.Option(None, "--default-model", help="Model answering /predict."),
+    home: Path | None = typer.Option(None, "--home", help="Registry home."),
+    log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning or error."),
+    no_docs: bool = typer.Option(False, "--no-docs", help="Do not serve /docs and /openapi.json."),
+) -> None:
+    """Serve models over HTTP (native /v1 API, compatible routes, health, docs at /docs)."""
+    settings = load_settings(
+        config,
+        models=models or None,
+        host=host,
+        port=port,
+        workers=workers,
+        trust=trust or None,
+        default_model=default_model,
+        home=home,
+        log_level=log_level,
+        docs=False if no_docs else None,
+    )
+    run_server(settings)
+
+
+def demo_command(
+    host: str | None = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", "-p", help="Port (default 8000)."),
+    home: Path | None = typer.Option(None, "--home", help="Registry home."),
+) -> None:
+    """Train the example iris model, push it to the registry and serve it."""
+    from servekit.demo import DEMO_ALIAS, DEMO_MODEL, ensure_demo_model
+    from servekit.registry import Registry
+
+    registry = Registry(home)
+    version = ensure_demo_model(registry)
+    registry.close()
+    console.print(f"[green]demo model[/] {DEMO_MODEL}@{DEMO_ALIAS} → version {version.version}", highlight=False)
+    settings = load_settings(None, models=[f"{DEMO_MODEL}@{DEMO_ALIAS}"], host=host, port=port, home=home)
+    run_server(settings)
+
+
+def preflight(settings: Settings) -> None:
+    """Fail before binding a port when a model source cannot work at all."""
+    from servekit.dataplane import DataPlane
+
+    if not settings.models:
+        raise typer.BadParameter("name at least one model (file, bundle folder or registry ref)")
+    DataPlane(settings)  # parses every source: missing files, bad refs, duplicate names
+
+
+def run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from servekit.server.factory import SETTINGS_ENV
+
+    preflight(settings)
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"serving {', '.join(settings.models)} at {base} (docs: {base}/docs)", highlight=False)
+    uvicorn.run(
+        "servekit.server.factory:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=30,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)
+    app.command("demo")(demo_command)

@@ -1,0 +1,218 @@
+"""`DataPlane`: the models a server serves, their readiness, and `infer`.
+
+Everything left of it knows HTTP, nothing right of it does. Models named by an alias
+(`iris@production`) are watched: when the alias moves, the new version is loaded beside the
+old one, swapped in atomically, and the old one drained and unloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from servekit.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    ServekitError,
+    VersionNotFound,
+)
+from servekit.prediction import Prediction
+from servekit.predictor import Predictor
+from servekit.runner import Runner
+from servekit.settings import Settings
+from servekit.sources import ModelSource, parse_source
+
+__all__ = ["DataPlane", "ServedModel"]
+
+logger = logging.getLogger("servekit.dataplane")
+
+
+@dataclass
+class ServedModel:
+    """One configured model: where it comes from and the runner currently answering for it."""
+
+    source: ModelSource
+    runner: Runner | None = None
+    state: str = "loading"
+    """loading | ready | failed"""
+    error: str | None = None
+    """Why the last load or reload failed (shown in metadata, never a traceback)."""
+    loaded_at: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.runner.predictor.name if self.runner else self.source.name
+
+    @property
+    def predictor(self) -> Predictor:
+        if self.runner is None:
+            raise ModelNotReady(f"model {self.source.name} is {self.state}", hint=self.error)
+        return self.runner.predictor
+
+
+class DataPlane:
+    """Loads the configured models and routes predictions to their runners."""
+
+    def __init__(self, settings: Settings, registry: Any | None = None) -> None:
+        self.settings = settings
+        self._registry = registry
+        self.models: dict[str, ServedModel] = {}
+        for text in settings.models:
+            source = parse_source(text)
+            if source.name in self.models:
+                raise InvalidInput(f"two models are named {source.name!r}; serve each name once")
+            self.models[source.name] = ServedModel(source)
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from servekit.registry import Registry
+
+            self._registry = Registry(self.settings.home)
+        return self._registry
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load every model in the background; watch alias references for new versions."""
+        self._tasks.append(asyncio.create_task(self._load_all(), name="servekit-load"))
+        if any(m.source.alias for m in self.models.values()):
+            self._tasks.append(asyncio.create_task(self._watch(), name="servekit-watch"))
+
+    async def load_all(self) -> None:
+        """Load every model now (used by tests and the CLI's preflight)."""
+        await self._load_all()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for model in self.models.values():
+            if model.runner is not None:
+                await model.runner.stop()
+                model.runner = None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models) and all(m.state == "ready" for m in self.models.values())
+
+    # -- lookup -------------------------------------------------------------------------------
+    def model(self, name: str) -> ServedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            served = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFound(f"no model named {name!r} is served here", hint=f"Served models: {served}") from None
+
+    @property
+    def default_name(self) -> str:
+        if self.settings.default_model:
+            return self.settings.default_model
+        if not self.models:
+            raise ModelNotFound("this server serves no model")
+        return next(iter(self.models))
+
+    def runner(self, name: str, version: str | int | None = None) -> Runner:
+        """The runner for a model, checking that `version` (number or alias) is the one served."""
+        model = self.model(name)
+        if model.runner is None:
+            raise ModelNotReady(
+                f"model {name!r} is {model.state}", hint=model.error or "Retry when /health/ready answers 200"
+            )
+        if version is not None and str(version) not in self._names_of(model):
+            raise VersionNotFound(
+                f"model {name!r} has no version or alias {str(version)!r} served here",
+                hint=f"Served: {', '.join(sorted(self._names_of(model)))}",
+            )
+        return model.runner
+
+    @staticmethod
+    def _names_of(model: ServedModel) -> set[str]:
+        predictor = model.predictor
+        names = {"latest"}
+        if predictor.version is not None:
+            names.add(str(predictor.version))
+        if model.source.alias:
+            names.add(model.source.alias)
+        return names
+
+    # -- inference ----------------------------------------------------------------------------
+    async def infer(self, name: str, version: str | int | None, payload: Any) -> tuple[Predictor, Prediction]:
+        """Validate `payload` against the model's signature and predict."""
+        runner = self.runner(name, version)
+        batch = runner.predictor.batch(payload)
+        return runner.predictor, await self.infer_batch(runner, batch)
+
+    async def infer_batch(self, runner: Runner, batch: Any) -> Prediction:
+        rows = len(batch)
+        if rows > self.settings.max_rows:
+            raise PayloadTooLarge(
+                f"the request has {rows} rows; this server accepts at most {self.settings.max_rows}",
+                hint="Split it into smaller requests or use `servekit score` for files",
+            )
+        return await runner.infer(batch)
+
+    # -- loading ------------------------------------------------------------------------------
+    async def _load_all(self) -> None:
+        for model in self.models.values():
+            try:
+                runner = await self._open(model.source)
+            except ServekitError as exc:
+                model.state, model.error = "failed", exc.detail
+                logger.error("model %s failed to load: %s", model.source.text, exc.detail)
+                continue
+            except Exception as exc:
+                model.state, model.error = "failed", f"{type(exc).__name__}: {exc}"
+                logger.exception("model %s failed to load", model.source.text)
+                continue
+            model.runner, model.state, model.error, model.loaded_at = runner, "ready", None, time.time()
+            logger.info(
+                "model %s version %s ready (%s)",
+                runner.predictor.name,
+                runner.predictor.version,
+                runner.predictor.runtime.format,
+            )
+
+    async def _open(self, source: ModelSource) -> Runner:
+        predictor = await asyncio.to_thread(source.load, self.settings, lambda: self.registry)
+        runner = Runner(predictor, self.settings.runner)
+        await runner.start()
+        return runner
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            for model in list(self.models.values()):
+                if model.source.alias and model.runner is not None:
+                    await self._maybe_reload(model)
+
+    async def _maybe_reload(self, model: ServedModel) -> None:
+        try:
+            target = await asyncio.to_thread(self.registry.resolve, model.source.text)
+        except ServekitError as exc:
+            model.error = exc.detail
+            return
+        current = model.predictor.version
+        if target.version == current:
+            return
+        logger.info("model %s: %s moved to version %s; loading it", model.name, model.source.alias, target.version)
+        try:
+            runner = await self._open(model.source.pinned(target.version))
+        except Exception as exc:
+            model.error = f"version {target.version} failed to load: {exc}"
+            logger.error("model %s: %s; version %s keeps serving", model.name, model.error, current)
+            return
+        old, model.runner = model.runner, runner  # atomic switch: new requests go to the new runner
+        model.error, model.loaded_at = None, time.time()
+        model.history.append({"from": current, "to": target.version, "at": time.time()})
+        if old is not None:
+            await old.stop()  # drains what the old version already accepted
+        logger.info("model %s now served by version %s", model.name, target.version)

@@ -1,0 +1,78 @@
+"""`create_app`: the one ASGI application, configured by `Settings`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from servekit import __version__
+from servekit.dataplane import DataPlane
+from servekit.server.middleware import RequestIdMiddleware
+from servekit.server.problems import install_error_handlers
+from servekit.server.routes import health, native, seed
+from servekit.server.schemas import BODY_SCHEMAS
+from servekit.settings import Settings
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """Predictions from the served models.
+
+* **Native API** (`/v1/models/...`): versioned, one row or many, errors as `application/problem+json`.
+* **Compatible routes** (`/predict`, `/predict/batch`, `/health`, `/model/info`): the shapes tutorials use,
+  answered by the default model.
+* **Health**: `/health/live` and `/health/ready` for orchestrators.
+"""
+
+
+def create_app(settings: Settings, *, registry: Any | None = None, dataplane: DataPlane | None = None) -> FastAPI:
+    """Build the application. Models load in the background once it starts: `/health/ready`
+    answers 503 until every one of them is ready."""
+    plane = dataplane or DataPlane(settings, registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await plane.start()
+        try:
+            yield
+        finally:
+            await plane.stop()
+
+    app = FastAPI(
+        title="servekit",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
+    )
+    app.state.settings = settings
+    app.state.dataplane = plane
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(native.router)
+    app.include_router(seed.router)
+    app.add_middleware(RequestIdMiddleware)
+    _document_parsed_bodies(app)
+    return app
+
+
+def _document_parsed_bodies(app: FastAPI) -> None:
+    """Add the request-body schemas that routes parse themselves to the OpenAPI components."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, model in BODY_SCHEMAS.items():
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[name] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,93 @@
+"""Server settings: pydantic-settings with the `SERVEKIT_` prefix, also read from a YAML file.
+
+Nested sections use `__` in environment variables: `SERVEKIT_RUNNER__MAX_BATCH_SIZE=64`.
+Settings are passed into `create_app(...)`; nothing reads them from a global.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from servekit.errors import InvalidInput
+
+__all__ = ["RunnerSettings", "Settings", "load_settings"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_LATENCY_MS = 2.0
+DEFAULT_MAX_QUEUE = 1024
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_ROWS = 10_000
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_RELOAD_INTERVAL_S = 2.0
+
+
+class RunnerSettings(BaseModel):
+    """How each loaded model version runs its predictions."""
+
+    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1)
+    """Most rows stacked into one `predict` call by adaptive micro-batching."""
+    max_latency_ms: float = Field(DEFAULT_MAX_LATENCY_MS, ge=0)
+    """Longest a request waits for others to join its batch."""
+    max_queue: int = Field(DEFAULT_MAX_QUEUE, ge=1)
+    """Requests waiting per model before new ones get 503 + Retry-After."""
+    timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
+    """Per-request prediction timeout (504 when exceeded)."""
+    batching: bool = True
+    """Stack concurrent requests into one predict call."""
+
+
+class Settings(BaseSettings):
+    """Everything `servekit serve` can be told, by flag, environment or YAML file."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVEKIT_", env_nested_delimiter="__", extra="forbid")
+
+    models: list[str] = Field(default_factory=list)
+    """What to serve: model files, bundle folders or registry refs (`name`, `name:3`, `name@alias`)."""
+    home: Path | None = None
+    """Registry home; default `~/.servekit`."""
+    host: str = DEFAULT_HOST
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    trust: bool = False
+    """Trust pickle-based files given as paths (same as --trust / SERVEKIT_TRUST_PICKLE=1)."""
+    default_model: str | None = None
+    """Model answering the seed-compatible routes (/predict); default: the first one."""
+    max_rows: int = Field(DEFAULT_MAX_ROWS, ge=1)
+    """Most rows accepted in one request (413 beyond)."""
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
+    """Largest request body accepted (413 beyond)."""
+    reload_interval_s: float = Field(DEFAULT_RELOAD_INTERVAL_S, gt=0)
+    """How often alias references (`name@production`) are checked for a new version."""
+    docs: bool = True
+    """Serve the interactive API documentation at /docs."""
+    log_level: str = "info"
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from explicit overrides, `SERVEKIT_*` variables and a YAML file, in that order."""
+    file_values: dict[str, Any] = {}
+    if config is not None:
+        try:
+            loaded = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidInput(f"cannot read the config file {config}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise InvalidInput(f"the config file {config} must be a mapping of settings")
+        file_values = loaded
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        # Precedence: flags, then SERVEKIT_* variables, then the file, then defaults.
+        env_values = Settings().model_dump(exclude_unset=True)
+        return Settings(**{**file_values, **env_values, **flags})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"invalid setting {where!r}: {first['msg']}") from None

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "Bundle",
+    "Client",
     "Manifest",
     "Prediction",
     "Predictor",
@@ -24,6 +26,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AsyncClient": "servekit.client",
+    "Client": "servekit.client",
     "Bundle": "servekit.bundle",
     "Manifest": "servekit.bundle",
     "Prediction": "servekit.prediction",
@@ -37,6 +41,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from servekit.bundle import Bundle, Manifest
+    from servekit.client import AsyncClient, Client
     from servekit.errors import ServekitError
     from servekit.loading import load
     from servekit.packing import pack

@@ -84,7 +84,10 @@ class Manifest(BaseModel):
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise InvalidManifest(f"{source} is not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise InvalidManifest(f"{source} is not valid YAML{where}: {problem}") from None
         if not isinstance(data, dict):
             raise InvalidManifest(f"{source} must be a mapping of fields")
         try:

@@ -55,7 +55,11 @@ def detect_format(path: Path) -> str:
     if matches:
         return matches[0]
     if by_suffix:
-        return by_suffix[0]
+        raise CorruptArtifact(
+            f"{path.name} has the extension of a {by_suffix[0]} file, but its content is not one: it is "
+            "truncated, corrupt or misnamed",
+            hint="Save the model again, or check that this is the right file",
+        )
     known = ", ".join(
         f"{name} ({'/'.join(rt.extensions)})" if rt.extensions else name for name, rt in sorted(runtimes.items())
     )

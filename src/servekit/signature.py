@@ -140,7 +140,7 @@ class Signature:
         except ValueError:
             self._check_row_widths(rows)  # ragged rows give the precise message
             raise InvalidInput("rows must all have the same nested shape") from None
-        if array.dtype.kind in "USO" or array.dtype == bool:
+        if array.dtype.kind in "USO" or array.dtype == bool or _has_bool(rows, array.ndim):
             self._raise_first_bad_value(rows)  # returns only for numbers and allowed nulls
             array = np.asarray(rows, dtype="float64")
         return self.batch_from_array(array)
@@ -293,6 +293,16 @@ def _is_number(value: Any) -> bool:
 
 def _is_scalar(value: Any) -> bool:
     return not isinstance(value, Sequence | np.ndarray | Mapping) or isinstance(value, str | bytes)
+
+
+def _has_bool(rows: Sequence[Any], ndim: int) -> bool:
+    """True when a JSON boolean hides among numbers (numpy would silently read it as 0/1)."""
+    if ndim != 2:
+        return False
+    seen: set[type] = set()
+    for row in rows:
+        seen.update(map(type, row))
+    return bool in seen
 
 
 def _flatten(row: Any) -> list[Any]:

@@ -33,6 +33,25 @@ class ModelSource:
         bundle = registry().bundle(found)
         return load_bundle(bundle, trust=settings.trust, verified_record=True)
 
+    def check(self, settings: Settings, registry: Callable[[], Any]) -> None:
+        """Cheap checks before a server starts: the file's format is known and it may be
+        loaded under the trust policy, or the registry reference resolves. Loads nothing."""
+        if self.path is None:
+            registry().bundle(registry().resolve(self.text))  # verifies the recorded sha256
+            return
+        from servekit.bundle import Bundle
+        from servekit.formats import detect_format
+        from servekit.runtimes import get_runtime
+        from servekit.trust import authorize
+
+        if self.path.is_dir():
+            bundle = Bundle.read(self.path)
+            bundle.verify()
+            runtime = get_runtime(bundle.manifest.format)(bundle.artifact_path, bundle.manifest.runtime_options)
+        else:
+            runtime = get_runtime(detect_format(self.path))(self.path)
+        authorize(runtime, trust=settings.trust)
+
     def pinned(self, version: int) -> ModelSource:
         """The same registry model, at one exact version."""
         return replace(self, version=version)

@@ -64,7 +64,9 @@ def preflight(settings: Settings) -> None:
 
     if not settings.models:
         raise typer.BadParameter("name at least one model (file, bundle folder or registry ref)")
-    DataPlane(settings)  # parses every source: missing files, bad refs, duplicate names
+    plane = DataPlane(settings)  # parses every source: missing files, bad refs, duplicate names
+    for model in plane.models.values():
+        model.source.check(settings, lambda: plane.registry)
 
 
 def run_server(settings: Settings) -> None:

@@ -7,7 +7,6 @@ point names a `Runtime` subclass.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from importlib.metadata import entry_points
 
 from servekit.runtimes.base import ModelDescription, Runtime, import_optional
@@ -49,8 +48,7 @@ def all_runtimes() -> dict[str, type[Runtime]]:
     if not _loaded:
         _loaded = True
         for module in _BUILTIN_MODULES:
-            if importlib.util.find_spec(module) is not None:  # TEMP
-                importlib.import_module(module)
+            importlib.import_module(module)
         for entry in entry_points(group="servekit.runtimes"):
             register_runtime(entry.load())
     return RUNTIMES

@@ -48,6 +48,9 @@ def _shaper_for(request: Request) -> Callable[..., Response]:
     """The error shape of the protocol the request's path belongs to."""
     shapers: list[tuple[str, ErrorShaper]] = request.app.state.error_shapers
     path = request.url.path
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]  # mounted under a prefix: match the app's own paths
     for prefix, shaper in shapers:
         if path.startswith(prefix):
             return shaper

@@ -110,7 +110,9 @@ def bundle_for_file(model: Path | str, *, trust: bool = False, **options: Any) -
     model = Path(model)
     manifest, runtime = _build_manifest(model, trust=trust, **options)
     manifest.files = {model.name: sha256_file(model)}
-    return Bundle(model.parent, manifest), runtime
+    bundle = Bundle(model.parent, manifest)
+    runtime.configure(bundle.signature, manifest.classes, manifest.task)
+    return bundle, runtime
 
 
 def _build_manifest(

@@ -82,13 +82,13 @@ def test_registry_round_trip(case: ModelCase, made: MadeModel, tmp_path: Path) -
     registry.close()
 
 
-def test_pickle_based_files_need_trust(case: ModelCase, made: MadeModel) -> None:
-    if not case.needs_trust:
-        predictor = load(made.path, **made.pack_options)
-        assert len(predictor.predict(made.inputs)) == len(made.expected_outputs)
-        return
-    with pytest.raises(UntrustedArtifact, match="--trust"):
-        load(made.path, **made.pack_options)
+def test_bare_file_loads_under_the_trust_policy(case: ModelCase, made: MadeModel) -> None:
+    if case.needs_trust:
+        with pytest.raises(UntrustedArtifact, match="--trust"):
+            load(made.path, **made.pack_options)
+    # A bare file (no bundle) loads with the same answers once trusted.
+    with load(made.path, trust=case.needs_trust, **made.pack_options) as predictor:
+        _check(case, made, predictor.predict(made.inputs))
 
 
 def test_truncated_file_is_reported(case: ModelCase, made: MadeModel, tmp_path: Path) -> None:

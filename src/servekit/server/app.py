@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import import_module
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,11 +14,20 @@ from servekit import __version__
 from servekit.dataplane import DataPlane
 from servekit.server.middleware import RequestIdMiddleware
 from servekit.server.problems import install_error_handlers
-from servekit.server.routes import health, native, seed
 from servekit.server.schemas import BODY_SCHEMAS
 from servekit.settings import Settings
 
 __all__ = ["create_app"]
+
+# Each protocol module has a `router`, and may have `install(app)` to add its own error shape.
+PROTOCOL_MODULES = (
+    "servekit.server.routes.health",
+    "servekit.server.routes.native",
+    "servekit.server.routes.seed",
+    "servekit.server.routes.mlflow",
+    "servekit.server.routes.oip",
+    "servekit.server.routes.kserve",
+)
 
 DESCRIPTION = """Predictions from the served models.
 
@@ -53,9 +63,11 @@ def create_app(settings: Settings, *, registry: Any | None = None, dataplane: Da
     app.state.settings = settings
     app.state.dataplane = plane
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(native.router)
-    app.include_router(seed.router)
+    for name in PROTOCOL_MODULES:
+        module = import_module(name)
+        app.include_router(module.router)
+        if hasattr(module, "install"):
+            module.install(app)
     app.add_middleware(RequestIdMiddleware)
     _document_parsed_bodies(app)
     return app

@@ -124,9 +124,11 @@ class DataPlane:
         """The runner for a model, checking that `version` (number or alias) is the one served."""
         model = self.model(name)
         if model.runner is None:
-            raise ModelNotReady(
-                f"model {name!r} is {model.state}", hint=model.error or "Retry when /health/ready answers 200"
-            )
+            if model.state == "failed":
+                raise ModelNotReady(
+                    f"model {name!r} failed to load", hint=f"The reason is at GET /v1/models/{name} and in the server log"
+                )
+            raise ModelNotReady(f"model {name!r} is still loading", hint="Retry when /health/ready answers 200")
         if version is not None and str(version) not in self._names_of(model):
             raise VersionNotFound(
                 f"model {name!r} has no version or alias {str(version)!r} served here",

@@ -68,6 +68,8 @@ class ServekitError(Exception):
 
     status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
     title: str = "Internal error"
+    expose: bool | None = None
+    """Show `detail` to clients; `None` means: only for 4xx."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -81,8 +83,10 @@ class ServekitError(Exception):
 
     @property
     def public_message(self) -> str:
-        """What a client may see: the detail for 4xx, the bare title for 5xx."""
-        return self.detail if self.status < 500 else self.title
+        """What a client may see: the detail for 4xx and for written-for-clients 5xx
+        (not ready, overloaded, timed out), else the bare title."""
+        expose = self.status < 500 if self.expose is None else self.expose
+        return self.detail if expose else self.title
 
     def __str__(self) -> str:
         return self.detail
@@ -214,6 +218,7 @@ class ModelNotReady(ServekitError):
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     title = "Model not ready"
+    expose = True
 
 
 class Overloaded(ServekitError):
@@ -221,6 +226,7 @@ class Overloaded(ServekitError):
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     title = "Overloaded"
+    expose = True
 
     def __init__(self, message: str, *, hint: str | None = None, retry_after: int = 1) -> None:
         super().__init__(message, hint=hint)
@@ -232,6 +238,7 @@ class PredictionTimeout(ServekitError):
 
     status = HTTPStatus.GATEWAY_TIMEOUT
     title = "Prediction timed out"
+    expose = True
 
 
 class PredictionFailed(ServekitError):

@@ -1,8 +1,8 @@
 """`Runner`: runs one loaded model version's predictions off the event loop.
 
 Adaptive micro-batching: requests that arrive while the model is busy wait in a bounded queue
-and are stacked into one `predict` call when it frees up (optionally waiting up to
-`max_latency_ms` for company). At low load a request runs alone with no added wait; under load
+and are stacked into one `predict` call when it frees up (under load, optionally waiting up to
+`max_latency_ms` for more company). At low load a request runs alone with no added wait; under load
 the batch grows by itself. A full queue answers `Overloaded` (503 + Retry-After) at once and a
 request that takes too long `PredictionTimeout` (504).
 """
@@ -48,6 +48,7 @@ class Runner:
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
         self.in_flight = 0
+        self._last_batch_jobs = 0
 
     @property
     def queue_depth(self) -> int:
@@ -99,7 +100,9 @@ class Runner:
         while True:
             jobs = [await self._queue.get()]
             rows = jobs[0].rows
-            deadline = time.perf_counter() + self.settings.max_latency_ms / 1000
+            # Wait for company only under load: a lone request at low traffic never waits.
+            wait_ms = self.settings.max_latency_ms if self._last_batch_jobs > 1 else 0.0
+            deadline = time.perf_counter() + wait_ms / 1000
             while rows < self.settings.max_batch_size:
                 try:
                     job = self._queue.get_nowait()
@@ -113,7 +116,7 @@ class Runner:
                         break
                 jobs.append(job)
                 rows += job.rows
-            taken = len(jobs)
+            taken = self._last_batch_jobs = len(jobs)
             live = [j for j in jobs if not j.future.done()]  # requests that timed out are dropped
             try:
                 if live:

@@ -20,7 +20,7 @@ __all__ = ["RunnerSettings", "Settings", "load_settings"]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BATCH_SIZE = 64
-DEFAULT_MAX_LATENCY_MS = 2.0
+DEFAULT_MAX_LATENCY_MS = 0.0
 DEFAULT_MAX_QUEUE = 1024
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_ROWS = 10_000
@@ -34,7 +34,8 @@ class RunnerSettings(BaseModel):
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1)
     """Most rows stacked into one `predict` call by adaptive micro-batching."""
     max_latency_ms: float = Field(DEFAULT_MAX_LATENCY_MS, ge=0)
-    """Longest a request waits for others to join its batch."""
+    """Longest a batch waits for more requests to join it, only while the model is under load
+    (the previous batch held several requests). 0: stack only what is already waiting."""
     max_queue: int = Field(DEFAULT_MAX_QUEUE, ge=1)
     """Requests waiting per model before new ones get 503 + Retry-After."""
     timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)

@@ -29,18 +29,26 @@ PROTOCOL_MODULES = (
     "servekit.server.routes.kserve",
 )
 
-DESCRIPTION = """Predictions from the served models.
+DESCRIPTION = """Predictions from the served models, over every protocol clients already speak.
 
 * **Native API** (`/v1/models/...`): versioned, one row or many, errors as `application/problem+json`.
-* **Compatible routes** (`/predict`, `/predict/batch`, `/health`, `/model/info`): the shapes tutorials use,
-  answered by the default model.
+* **Compatible routes** (`/predict`, `/predict/batch`, `/v1/predict`, `/health`, `/model/info`): the shapes
+  tutorials use, answered by the default model.
+* **Open Inference Protocol v2** (`/v2/...`): KServe, Triton and MLServer clients, JSON and binary tensors.
+* **KServe v1** (`POST /v1/models/{name}:predict`) and the **MLflow scoring protocol** (`/invocations`,
+  `/ping`, `/version`).
 * **Health**: `/health/live` and `/health/ready` for orchestrators.
 """
 
 
 def create_app(settings: Settings, *, registry: Any | None = None, dataplane: DataPlane | None = None) -> FastAPI:
     """Build the application. Models load in the background once it starts: `/health/ready`
-    answers 503 until every one of them is ready."""
+    answers 503 until every one of them is ready.
+
+    Mounted under another ASGI app, the outer app must run this app's lifespan (Starlette does
+    not run a mounted app's lifespan), e.g. `FastAPI(lifespan=lambda _: inner.router.lifespan_context(inner))`
+    (see docs/embedding.md).
+    """
     plane = dataplane or DataPlane(settings, registry)
 
     @asynccontextmanager

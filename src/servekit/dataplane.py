@@ -126,7 +126,8 @@ class DataPlane:
         if model.runner is None:
             if model.state == "failed":
                 raise ModelNotReady(
-                    f"model {name!r} failed to load", hint=f"The reason is at GET /v1/models/{name} and in the server log"
+                    f"model {name!r} failed to load",
+                    hint=f"The reason is at GET /v1/models/{name} and in the server log",
                 )
             raise ModelNotReady(f"model {name!r} is still loading", hint="Retry when /health/ready answers 200")
         if version is not None and str(version) not in self._names_of(model):

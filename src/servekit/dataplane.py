@@ -45,6 +45,8 @@ class ServedModel:
     """Why the last load or reload failed (shown in metadata, never a traceback)."""
     loaded_at: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    failed_version: int | None = None
+    """A version the alias points at that failed to load; not retried until the alias moves."""
 
     @property
     def name(self) -> str:
@@ -205,16 +207,19 @@ class DataPlane:
             return
         current = model.predictor.version
         if target.version == current:
+            model.error = model.failed_version = None  # e.g. rolled back after a failed promote
             return
+        if target.version == model.failed_version:
+            return  # versions are immutable: loading it again would fail again, every interval
         logger.info("model %s: %s moved to version %s; loading it", model.name, model.source.alias, target.version)
         try:
             runner = await self._open(model.source.pinned(target.version))
         except Exception as exc:
-            model.error = f"version {target.version} failed to load: {exc}"
+            model.error, model.failed_version = f"version {target.version} failed to load: {exc}", target.version
             logger.error("model %s: %s; version %s keeps serving", model.name, model.error, current)
             return
         old, model.runner = model.runner, runner  # atomic switch: new requests go to the new runner
-        model.error, model.loaded_at = None, time.time()
+        model.error, model.failed_version, model.loaded_at = None, None, time.time()
         model.history.append({"from": current, "to": target.version, "at": time.time()})
         if old is not None:
             await old.stop()  # drains what the old version already accepted

@@ -56,8 +56,8 @@ def detect_format(path: Path) -> str:
         return matches[0]
     if by_suffix:
         raise CorruptArtifact(
-            f"{path.name} has the extension of a {by_suffix[0]} file, but its content is not one: it is "
-            "truncated, corrupt or misnamed",
+            f"{path.name} has the extension of {_article(by_suffix[0])} {by_suffix[0]} file, but its content "
+            "is not one: it is truncated, corrupt or misnamed",
             hint="Save the model again, or check that this is the right file",
         )
     known = ", ".join(
@@ -67,3 +67,7 @@ def detect_format(path: Path) -> str:
         f"cannot tell the model format of {path.name}: its content matches no known format",
         hint=f"Known formats: {known}",
     )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"

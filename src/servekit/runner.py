@@ -49,6 +49,7 @@ class Runner:
         self._worker: asyncio.Task[None] | None = None
         self.in_flight = 0
         self._last_batch_jobs = 0
+        self._carry: _Job | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -98,7 +99,10 @@ class Runner:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self._queue.get()]
+            if self._carry is not None:
+                jobs, self._carry = [self._carry], None
+            else:
+                jobs = [await self._queue.get()]
             rows = jobs[0].rows
             # Wait for company only under load: a lone request at low traffic never waits.
             wait_ms = self.settings.max_latency_ms if self._last_batch_jobs > 1 else 0.0
@@ -114,9 +118,13 @@ class Runner:
                         job = await asyncio.wait_for(self._queue.get(), remaining)
                     except TimeoutError:
                         break
+                if rows + job.rows > self.settings.max_batch_size:
+                    self._carry = job  # too big to join: it opens the next batch
+                    break
                 jobs.append(job)
                 rows += job.rows
-            taken = self._last_batch_jobs = len(jobs)
+            self._last_batch_jobs = len(jobs)
+            taken = len(jobs)  # a carried job was taken from the queue but not yet marked done
             live = [j for j in jobs if not j.future.done()]  # requests that timed out are dropped
             try:
                 if live:

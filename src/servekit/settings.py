@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servekit.errors import InvalidInput
@@ -30,6 +30,8 @@ DEFAULT_RELOAD_INTERVAL_S = 2.0
 
 class RunnerSettings(BaseModel):
     """How each loaded model version runs its predictions."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1)
     """Most rows stacked into one `predict` call by adaptive micro-batching."""
@@ -78,8 +80,13 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     if config is not None:
         try:
             loaded = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"cannot read the config file {config}: {exc}") from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the config file {config}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise InvalidInput(f"cannot read the config file {config}: {where}{problem}") from None
         if not isinstance(loaded, dict):
             raise InvalidInput(f"the config file {config} must be a mapping of settings")
         file_values = loaded
@@ -87,8 +94,21 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     try:
         # Precedence: flags, then SERVEKIT_* variables, then the file, then defaults.
         env_values = Settings().model_dump(exclude_unset=True)
-        return Settings(**{**file_values, **env_values, **flags})
+        return Settings(**_merge(_merge(file_values, env_values), flags))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(f"invalid setting {where!r}: {first['msg']}") from None
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, section by section (nested mappings merge key by key)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_unset=True)
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

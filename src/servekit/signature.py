@@ -215,7 +215,10 @@ class Signature:
         return pd.DataFrame(data)
 
     def _numeric_column(self, feature: Feature, number: int, values: Sequence[Any]) -> np.ndarray:
+        accepts_bool = feature.dtype == "bool"
         for row, value in enumerate(values):
+            if accepts_bool and isinstance(value, bool):
+                continue
             if not _is_number(value) and not (value is None and self.allow_nan):
                 raise InvalidInput(f"row {row}, feature {feature.name!r}: expected a number, got {_kind(value)}")
         column = np.asarray([math.nan if v is None else v for v in values], dtype="float64")
@@ -297,8 +300,8 @@ def _is_scalar(value: Any) -> bool:
 
 def _has_bool(rows: Sequence[Any], ndim: int) -> bool:
     """True when a JSON boolean hides among numbers (numpy would silently read it as 0/1)."""
-    if ndim != 2:
-        return False
+    if ndim > 2:
+        return any(isinstance(v, bool) for row in rows for v in _flatten(row))
     seen: set[type] = set()
     for row in rows:
         seen.update(map(type, row))
@@ -322,6 +325,8 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         shown = value if len(value) <= 20 else value[:20] + "…"
         return f"string {shown!r}"
+    if isinstance(value, bytes | bytearray):
+        return "bytes"
     if isinstance(value, Mapping):
         return "an object"
     if isinstance(value, Sequence):

@@ -154,3 +154,34 @@ def test_untrusted_pickle_never_becomes_ready(tmp_path: Path) -> None:
         assert "--trust" in detail["error"]
         assert client.get("/health/ready").status_code == 503
         assert client.post("/predict", json={"features": SETOSA}).status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "status", "detail"),
+    [
+        ("/predict", b"{oops", 400, "not valid JSON"),
+        ("/predict", b'{"instances": [[1, 2, 3, 4]]}', 422, '{"features": [...]}'),
+        ("/predict", b'{"features": [1, 2, 3]}', 422, "4 values"),
+        ("/predict", b'{"features": [[1, 2, 3, 4]]}', 422, "one row"),
+        ("/predict", b'{"features": ["a", 2, 3, 4]}', 422, "expected a number"),
+        ("/v1/predict", b'{"features": {"sepal_length": 1}}', 422, "missing feature(s)"),
+        ("/predict/batch", b"[]", 422, "empty"),
+        ("/predict/batch", b'{"features": [1, 2, 3, 4]}', 422, "list of"),
+        ("/predict/batch", b'[{"features": [1, 2, 3, 4]}, {"x": 1}]', 422, "item 1"),
+        ("/predict/batch", b'[{"features": [1, 2, 3, 4]}, {"features": [1, 2]}]', 422, "row 1 has 2 values"),
+    ],
+)
+def test_seed_routes_reject_bad_input(client, route: str, body: bytes, status: int, detail: str) -> None:
+    response = client.post(route, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert detail in response.json()["detail"]
+
+
+def test_row_limit_is_413(tmp_path: Path) -> None:
+    settings = Settings(models=[str(iris_bundle(tmp_path))], trust=True, max_rows=3)
+    with running_app(settings) as client:
+        assert client.post("/v1/models/iris/predict", json={"instances": [SETOSA] * 3}).status_code == 200
+        response = client.post("/v1/models/iris/predict", json={"instances": [SETOSA] * 4})
+        assert response.status_code == 413
+        assert "at most 3" in response.json()["detail"]

@@ -87,7 +87,7 @@ def test_truncated_file_is_corrupt(tmp_path: Path, keep: float) -> None:
 def test_garbage_with_onnx_extension_is_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(b"this is not a protobuf at all" * 10)
-    with pytest.raises(CorruptArtifact, match=r"model\.onnx has the extension of a onnx file"):
+    with pytest.raises(CorruptArtifact, match=r"model\.onnx has the extension of an onnx file"):
         detect_format(path)  # the extension alone is not enough
     with pytest.raises(CorruptArtifact, match=r"model\.onnx"):
         _loaded(path)

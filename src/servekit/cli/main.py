@@ -12,6 +12,7 @@ from importlib import import_module
 
 import click
 import typer
+from rich.markup import escape
 
 from servekit import __version__
 from servekit.cli._output import err_console
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)
     except ServekitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.detail}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.detail)}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
         exc.show()

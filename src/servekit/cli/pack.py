@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from servekit.cli._output import console, parse_json_object, parse_list, parse_metrics, parse_pairs, print_json
 
@@ -104,7 +105,7 @@ def pack_command(
     signature = bundle.signature
     console.print(
         f"[green]packed[/] {manifest.name} ({manifest.format}, {manifest.task}, "
-        f"{signature.n_features} features) → {bundle.path}",
+        f"{signature.n_features} features) → {escape(str(bundle.path))}",
         highlight=False,
     )
 

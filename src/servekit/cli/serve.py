@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from servekit.cli._output import console
 from servekit.settings import Settings, load_settings
@@ -77,7 +80,10 @@ def run_server(settings: Settings) -> None:
     preflight(settings)
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     base = f"http://{settings.host}:{settings.port}"
-    console.print(f"serving {', '.join(settings.models)} at {base} (docs: {base}/docs)", highlight=False)
+    console.print(escape(f"serving {', '.join(settings.models)} at {base} (docs: {base}/docs)"), highlight=False)
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done, so the default action would
+    # end the process with status -15; a completed graceful shutdown is a normal exit (0).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "servekit.server.factory:app_from_environment",
         factory=True,

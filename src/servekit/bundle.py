@@ -55,6 +55,9 @@ class Manifest(BaseModel):
     """Format-specific loading options, e.g. a torch module's import path and arguments."""
     profile: dict[str, Any] | None = None
     """Reference profile of the training data (see `servekit.profile`)."""
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Faster equivalents of the artifact, verified against it, by name, e.g. `onnx`:
+    `{"artifact": "model.onnx", "format": "onnx", "max_abs_diff": 2e-8, "rows_checked": 500}`."""
 
     @field_validator("signature")
     @classmethod

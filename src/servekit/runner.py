@@ -29,6 +29,8 @@ __all__ = ["Runner"]
 
 logger = logging.getLogger("servekit.runner")
 
+_SMOOTHING = 0.1
+
 
 @dataclass
 class _Job:
@@ -50,6 +52,7 @@ class Runner:
         self.in_flight = 0
         self._last_batch_jobs = 0
         self._carry: _Job | None = None
+        self._predict_seconds = float("inf")  # unknown until measured: the first calls use the thread
 
     @property
     def queue_depth(self) -> int:
@@ -74,10 +77,12 @@ class Runner:
 
     async def infer(self, batch: Batch) -> Prediction:
         """Predict on a validated batch, within the configured timeout."""
+        if self._runs_inline():
+            return self._predict(batch)
         self.in_flight += 1
         try:
             if self._queue is None:
-                work = asyncio.get_running_loop().run_in_executor(self._executor, self.predictor.predict_batch, batch)
+                work = asyncio.get_running_loop().run_in_executor(self._executor, self._predict, batch)
                 return await asyncio.wait_for(work, self.settings.timeout_s)
             future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
             try:
@@ -94,6 +99,26 @@ class Runner:
             ) from None
         finally:
             self.in_flight -= 1
+
+    def _runs_inline(self) -> bool:
+        """Fast models run on the event loop when nothing is waiting: no thread hand-off."""
+        return (
+            self._predict_seconds < self.settings.inline_below_ms / 1000
+            and self.in_flight == 0
+            and (self._queue is None or self._queue.empty())
+        )
+
+    def _predict(self, batch: Batch) -> Prediction:
+        """Predict, keeping a moving average of how long one call takes."""
+        started = time.perf_counter()
+        try:
+            return self.predictor.predict_batch(batch)
+        finally:
+            elapsed = time.perf_counter() - started
+            if self._predict_seconds == float("inf"):
+                self._predict_seconds = elapsed
+            else:
+                self._predict_seconds += _SMOOTHING * (elapsed - self._predict_seconds)
 
     async def _work(self) -> None:
         assert self._queue is not None
@@ -136,10 +161,10 @@ class Runner:
     async def _run(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
         try:
             if len(jobs) == 1:
-                results = [await loop.run_in_executor(self._executor, self.predictor.predict_batch, jobs[0].batch)]
+                results = [await loop.run_in_executor(self._executor, self._predict, jobs[0].batch)]
             else:
                 stacked = _stack([j.batch for j in jobs])
-                whole = await loop.run_in_executor(self._executor, self.predictor.predict_batch, stacked)
+                whole = await loop.run_in_executor(self._executor, self._predict, stacked)
                 results, start = [], 0
                 for job in jobs:
                     results.append(whole.take(start, start + job.rows))

@@ -23,6 +23,7 @@ DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_LATENCY_MS = 0.0
 DEFAULT_MAX_QUEUE = 1024
 DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_INLINE_BELOW_MS = 0.3
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_RELOAD_INTERVAL_S = 2.0
@@ -44,6 +45,9 @@ class RunnerSettings(BaseModel):
     """Per-request prediction timeout (504 when exceeded)."""
     batching: bool = True
     """Stack concurrent requests into one predict call."""
+    inline_below_ms: float = Field(DEFAULT_INLINE_BELOW_MS, ge=0)
+    """Models whose predict calls take less than this (moving average) run on the event loop
+    itself: a thread hand-off would cost more than the prediction. 0 disables it."""
 
 
 class Settings(BaseSettings):

@@ -268,3 +268,46 @@ def test_without_batching_runtime_errors_are_raised(predictor: Predictor) -> Non
         assert len(await runner.infer(predictor.batch([[0.1, 0.2, 0.3]]))) == 1
 
     run(RunnerSettings(batching=False), predictor, scenario)
+
+
+def test_fast_models_run_inline_on_the_event_loop(predictor: Predictor) -> None:
+    import threading
+
+    threads: list[str] = []
+    original = predictor.predict_batch
+
+    def recording(batch):
+        threads.append(threading.current_thread().name)
+        return original(batch)
+
+    predictor.predict_batch = recording  # type: ignore[method-assign]
+    batch = distinct_batches(predictor, [1])[0]
+
+    async def scenario(runner: Runner) -> None:
+        for _ in range(3):
+            await runner.infer(batch)
+
+    run(RunnerSettings(inline_below_ms=1000), predictor, scenario)
+    assert threads[0].startswith("servekit-")  # unmeasured: the first call goes to the model's thread
+    assert threads[1:] == [threading.main_thread().name] * 2  # measured fast: no hand-off
+
+
+def test_inline_is_off_when_disabled(predictor: Predictor) -> None:
+    import threading
+
+    threads: list[str] = []
+    original = predictor.predict_batch
+
+    def recording(batch):
+        threads.append(threading.current_thread().name)
+        return original(batch)
+
+    predictor.predict_batch = recording  # type: ignore[method-assign]
+    batch = distinct_batches(predictor, [1])[0]
+
+    async def scenario(runner: Runner) -> None:
+        for _ in range(3):
+            await runner.infer(batch)
+
+    run(RunnerSettings(inline_below_ms=0), predictor, scenario)
+    assert all(name.startswith("servekit-") for name in threads)

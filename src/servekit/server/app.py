@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from servekit import __version__
 from servekit.dataplane import DataPlane
+from servekit.server.fastpath import FastRoutes
 from servekit.server.middleware import RequestIdMiddleware
 from servekit.server.problems import install_error_handlers
 from servekit.server.schemas import BODY_SCHEMAS
@@ -71,11 +72,14 @@ def create_app(settings: Settings, *, registry: Any | None = None, dataplane: Da
     app.state.settings = settings
     app.state.dataplane = plane
     install_error_handlers(app)
+    routers = []
     for name in PROTOCOL_MODULES:
         module = import_module(name)
+        routers.append(module.router)
         app.include_router(module.router)
         if hasattr(module, "install"):
             module.install(app)
+    app.add_middleware(FastRoutes, fastapi_app=app, routers=routers)
     app.add_middleware(RequestIdMiddleware)
     _document_parsed_bodies(app)
     return app

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from servekit.dataplane import ServedModel
 from servekit.errors import InvalidInput
 from servekit.server.bodies import read_json
+from servekit.server.fastpath import hot
 from servekit.server.routes._common import body_limit, dataplane, json_response, request_id
 from servekit.server.schemas import (
     ModelDetail,
@@ -46,6 +47,7 @@ async def model_detail(name: str, request: Request) -> Response:
     openapi_extra=json_body("NativePredictRequest"),
     summary="Predict with the served version",
 )
+@hot
 async def predict(name: str, request: Request) -> Response:
     return await _predict(request, name, None)
 
@@ -57,6 +59,7 @@ async def predict(name: str, request: Request) -> Response:
     openapi_extra=json_body("NativePredictRequest"),
     summary="Predict with a given version or alias",
 )
+@hot
 async def predict_version(name: str, version: str, request: Request) -> Response:
     return await _predict(request, name, version)
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from servekit.errors import InvalidInput
 from servekit.prediction import Prediction
 from servekit.server.bodies import read_json
+from servekit.server.fastpath import hot
 from servekit.server.routes._common import body_limit, dataplane, json_response
 from servekit.server.schemas import (
     SeedHealth,
@@ -35,6 +36,7 @@ _ERRORS = error_responses(400, 404, 413, 415, 422, 500, 503, 504)
     openapi_extra=json_body("SeedPredictRequest"),
     summary="Predict one row (default model)",
 )
+@hot
 async def predict(request: Request) -> Response:
     return await _predict_one(request)
 
@@ -46,6 +48,7 @@ async def predict(request: Request) -> Response:
     openapi_extra=json_body("SeedPredictRequest"),
     summary="Predict one row (default model)",
 )
+@hot
 async def predict_v1(request: Request) -> Response:
     return await _predict_one(request)
 
@@ -57,6 +60,7 @@ async def predict_v1(request: Request) -> Response:
     openapi_extra=json_body("SeedPredictRequest", array=True),
     summary="Predict many rows (default model)",
 )
+@hot
 async def predict_batch(request: Request) -> Response:
     body = await read_json(request, body_limit(request))
     if isinstance(body, dict) and isinstance(body.get("instances"), list):

@@ -72,7 +72,7 @@ class Runner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown, True)  # never stall the event loop
         self.predictor.close()
 
     async def infer(self, batch: Batch) -> Prediction:

@@ -94,7 +94,8 @@ def run_server(settings: Settings) -> None:
         access_log=False,
         loop="uvloop",
         http="httptools",
-        timeout_graceful_shutdown=30,
+        # Accepted requests may run up to the prediction timeout: wait for them before stopping.
+        timeout_graceful_shutdown=max(30, int(settings.runner.timeout_s) + 5),
     )
 
 

@@ -3,12 +3,15 @@ through a clear error naming the option, for what it does not."""
 
 from __future__ import annotations
 
+import logging
 import platform
 import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from servekit import __version__
 from servekit.bundle import Bundle, Manifest, file_digests, sha256_file
@@ -22,9 +25,21 @@ from servekit.trust import authorize
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["bundle_for_file", "inspect_file", "pack"]
+    from servekit.optimize import OptimizeReport
+
+__all__ = ["PackedBundle", "bundle_for_file", "inspect_file", "pack"]
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+logger = logging.getLogger("servekit.packing")
+
+
+class PackedBundle(Bundle):
+    """The bundle `pack` wrote, with the outcome of its automatic ONNX optimization."""
+
+    def __init__(self, path: Path, manifest: Manifest, optimization: OptimizeReport | None = None) -> None:
+        super().__init__(path, manifest)
+        self.optimization = optimization
+        """`None` when not attempted (`optimize=False`, or no sample to verify on)."""
 
 
 def inspect_file(
@@ -51,7 +66,7 @@ def pack(
     name: str | None = None,
     version: int | None = None,
     output: Path | str | None = None,
-    sample: Path | str | pd.DataFrame | None = None,
+    sample: Path | str | pd.DataFrame | np.ndarray | None = None,
     metrics: dict[str, float] | None = None,
     tags: dict[str, str] | None = None,
     trust: bool = False,
@@ -64,12 +79,17 @@ def pack(
     description: str | None = None,
     allow_nan: bool | None = None,
     force: bool = False,
-) -> Bundle:
+    optimize: bool = True,
+) -> PackedBundle:
     """Write a bundle folder (artifact + servekit.yaml) for `model` and return it.
 
     The folder appears whole or not at all: it is built under a temporary name and renamed.
+    With `optimize` and a `sample`, an ONNX variant verified on the sample is added when the
+    model converts (see `servekit.optimize`); a failure is reported in `.optimization`, never raised.
     """
     model = Path(model)
+    if sample is not None:
+        sample = _sample_frame(sample)  # read once: for the profile and for the optimization
     manifest, _ = _build_manifest(
         model,
         name=name,
@@ -95,14 +115,32 @@ def pack(
     try:
         shutil.copy2(model, staging / manifest.artifact)
         manifest.files = file_digests(staging)
-        Bundle(staging, manifest).write_manifest()
+        staged = Bundle(staging, manifest)
+        staged.write_manifest()
+        report = _optimize(staged, sample, trust) if optimize and sample is not None else None
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Bundle(target, manifest)
+    return PackedBundle(target, staged.manifest, report)
+
+
+def _optimize(bundle: Bundle, sample: pd.DataFrame, trust: bool) -> OptimizeReport:
+    """Add a verified ONNX variant to a staged bundle; any failure becomes the report's reason."""
+    from servekit.errors import ServekitError
+    from servekit.optimize import OptimizeReport, optimize_bundle
+
+    try:
+        return optimize_bundle(bundle, sample=sample, trust=trust)
+    except ServekitError as exc:
+        reason = exc.detail
+    except Exception as exc:  # optional: a surprise here must not cost the user the bundle
+        logger.exception("optimizing %s failed", bundle.manifest.name)
+        reason = f"{type(exc).__name__}: {exc}"
+    logger.info("%s: not optimized: %s", bundle.manifest.name, reason)
+    return OptimizeReport(False, reason=reason)
 
 
 def bundle_for_file(model: Path | str, *, trust: bool = False, **options: Any) -> tuple[Bundle, Runtime]:
@@ -120,7 +158,7 @@ def _build_manifest(
     *,
     name: str | None = None,
     version: int | None = None,
-    sample: Path | str | pd.DataFrame | None = None,
+    sample: Path | str | pd.DataFrame | np.ndarray | None = None,
     metrics: dict[str, float] | None = None,
     tags: dict[str, str] | None = None,
     trust: bool = False,
@@ -149,6 +187,10 @@ def _build_manifest(
     if allow_nan is not None:
         signature = _replace(signature, allow_nan=allow_nan)
     frame = _sample_frame(sample) if sample is not None else None
+    if isinstance(frame, np.ndarray):  # unnamed rows in feature order
+        import pandas as pd
+
+        frame = pd.DataFrame(np.asarray(frame).reshape(len(frame), -1), columns=signature.names)
     if frame is not None:
         signature = _with_sample_names(signature, frame)
         frame = _sample_columns(frame, signature)
@@ -209,7 +251,8 @@ def _replace(signature: Signature, **changes: Any) -> Signature:
     return Signature(**data)
 
 
-def _sample_frame(sample: Path | str | pd.DataFrame) -> pd.DataFrame:
+def _sample_frame(sample: Path | str | pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
+    """The sample as a table (files are read once), or as given when it is a frame or an array."""
     frame = read_table(Path(sample)) if isinstance(sample, str | Path) else sample
     if len(frame) == 0:
         raise InvalidInput("the --sample table has no rows")

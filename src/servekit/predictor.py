@@ -20,9 +20,11 @@ logger = logging.getLogger("servekit.predictor")
 class Predictor:
     """A model version loaded into memory, with its manifest and input signature."""
 
-    def __init__(self, bundle: Bundle, runtime: Runtime) -> None:
+    def __init__(self, bundle: Bundle, runtime: Runtime, *, variant: str | None = None) -> None:
         self.bundle = bundle
         self.runtime = runtime
+        self.variant = variant
+        """The manifest variant answering (e.g. `onnx`), or `None` for the original artifact."""
         self.signature: Signature = bundle.signature
 
     @property
@@ -69,6 +71,7 @@ class Predictor:
         """Manifest facts for metadata endpoints (no file paths, no profile)."""
         data = self.manifest.model_dump(mode="json", exclude={"profile", "files", "runtime_options"})
         data["runtime"] = self.runtime.format
+        data["variant"] = self.variant
         return data
 
     def close(self) -> None:
@@ -82,4 +85,5 @@ class Predictor:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Predictor {self.name} v{self.version} ({self.runtime.format})>"
+        variant = f", variant {self.variant}" if self.variant else ""
+        return f"<Predictor {self.name} v{self.version} ({self.runtime.format}{variant})>"

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1)
     trust: bool = False
     """Trust pickle-based files given as paths (same as --trust / SERVEKIT_TRUST_PICKLE=1)."""
+    optimized: bool | str = True
+    """Serve a bundle's verified ONNX variant when it has one (`servekit optimize`); `false`
+    always serves the original artifact; a name picks another variant, e.g. `onnx-int8`."""
     default_model: str | None = None
     """Model answering the seed-compatible routes (/predict); default: the first one."""
     max_rows: int = Field(DEFAULT_MAX_ROWS, ge=1)

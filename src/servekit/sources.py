@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from servekit.errors import ModelNotFound
-from servekit.loading import load, load_bundle
+from servekit.loading import load, load_bundle, served_variant
 from servekit.predictor import Predictor
 from servekit.settings import Settings
 
@@ -28,10 +28,10 @@ class ModelSource:
     def load(self, settings: Settings, registry: Callable[[], Any]) -> Predictor:
         """Load the model (blocking: call from a thread)."""
         if self.path is not None:
-            return load(self.path, trust=settings.trust)
+            return load(self.path, trust=settings.trust, optimized=settings.optimized)
         found = registry().resolve(self.text if self.version is None else f"{self.name}:{self.version}")
         bundle = registry().bundle(found)
-        return load_bundle(bundle, trust=settings.trust, verified_record=True)
+        return load_bundle(bundle, trust=settings.trust, verified_record=True, optimized=settings.optimized)
 
     def check(self, settings: Settings, registry: Callable[[], Any]) -> None:
         """Cheap checks before a server starts: the file's format is known and it may be
@@ -47,6 +47,8 @@ class ModelSource:
         if self.path.is_dir():
             bundle = Bundle.read(self.path)
             bundle.verify()
+            if served_variant(bundle, settings.optimized) is not None:
+                return  # the ONNX variant will answer: it runs no code, so needs no trust
             runtime = get_runtime(bundle.manifest.format)(bundle.artifact_path, bundle.manifest.runtime_options)
         else:
             runtime = get_runtime(detect_format(self.path))(self.path)

@@ -60,7 +60,10 @@ def test_pack_writes_a_complete_manifest(tmp_path: Path, home: Path) -> None:
     assert manifest["training_date"] == "2026-11-01"
     assert manifest["framework"] == "scikit-learn" and manifest["framework_version"]
     assert manifest["python_version"].count(".") == 2
-    assert set(manifest["files"]) == {"iris.joblib"} and len(manifest["files"]["iris.joblib"]) == 64
+    # With a sample, pack also stores a verified ONNX variant beside the original.
+    assert set(manifest["files"]) == {"iris.joblib", "model.onnx"} and len(manifest["files"]["iris.joblib"]) == 64
+    assert manifest["variants"]["onnx"]["artifact"] == "model.onnx"
+    assert manifest["variants"]["onnx"]["max_abs_diff"] <= 1e-5
     profile = manifest["profile"]["features"]["sepal_length"]
     assert profile["kind"] == "numeric" and profile["count"] == 20 and profile["mean"] == pytest.approx(5.1)
 

@@ -27,7 +27,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-_COMMAND_MODULES = ("servekit.cli.pack", "servekit.cli.registry", "servekit.cli.serve")
+_COMMAND_MODULES = ("servekit.cli.pack", "servekit.cli.registry", "servekit.cli.serve", "servekit.cli.optimize")
 EXIT_USAGE = 2
 
 

@@ -71,6 +71,11 @@ def pack_command(
     ),
     trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
     force: bool = typer.Option(False, "--force", help="Replace the output folder if it exists."),
+    optimize: bool = typer.Option(
+        True,
+        "--optimize/--no-optimize",
+        help="With --sample: add an ONNX variant verified on the sample when the model converts.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Pack a model file into a bundle: the artifact plus a servekit.yaml manifest."""
@@ -88,6 +93,7 @@ def pack_command(
         training_date=training_date,
         description=description,
         force=force,
+        optimize=optimize,
         **pack_options_from_cli(
             features=features,
             n_features=n_features,
@@ -99,8 +105,12 @@ def pack_command(
         ),
     )
     manifest = bundle.manifest
+    report = bundle.optimization
     if as_json:
-        print_json({"path": str(bundle.path), "manifest": manifest.model_dump(mode="json")})
+        data = {"path": str(bundle.path), "manifest": manifest.model_dump(mode="json")}
+        if report is not None:
+            data["optimization"] = report.to_dict()
+        print_json(data)
         return
     signature = bundle.signature
     console.print(
@@ -108,6 +118,9 @@ def pack_command(
         f"{signature.n_features} features) → {escape(str(bundle.path))}",
         highlight=False,
     )
+    if report is not None:
+        style = "green" if report.stored else "yellow"
+        console.print(f"[{style}]{escape(report.summary())}[/]", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

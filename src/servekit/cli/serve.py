@@ -27,6 +27,9 @@ def serve_command(
     home: Path | None = typer.Option(None, "--home", help="Registry home."),
     log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning or error."),
     no_docs: bool = typer.Option(False, "--no-docs", help="Do not serve /docs and /openapi.json."),
+    no_optimize: bool = typer.Option(
+        False, "--no-optimize", help="Serve the original artifact even when a verified ONNX variant exists."
+    ),
 ) -> None:
     """Serve models over HTTP (native /v1 API, compatible routes, health, docs at /docs)."""
     settings = load_settings(
@@ -40,6 +43,7 @@ def serve_command(
         home=home,
         log_level=log_level,
         docs=False if no_docs else None,
+        optimized=False if no_optimize else None,
     )
     run_server(settings)
 

@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from servekit import __version__
 from servekit.dataplane import DataPlane
-from servekit.server.fastpath import FastRoutes
+from servekit.server.hotpath import ServekitApp
 from servekit.server.middleware import RequestIdMiddleware
 from servekit.server.problems import install_error_handlers
 from servekit.server.schemas import BODY_SCHEMAS
@@ -60,7 +60,7 @@ def create_app(settings: Settings, *, registry: Any | None = None, dataplane: Da
         finally:
             await plane.stop()
 
-    app = FastAPI(
+    app = ServekitApp(
         title="servekit",
         version=__version__,
         description=DESCRIPTION,
@@ -72,14 +72,12 @@ def create_app(settings: Settings, *, registry: Any | None = None, dataplane: Da
     app.state.settings = settings
     app.state.dataplane = plane
     install_error_handlers(app)
-    routers = []
     for name in PROTOCOL_MODULES:
         module = import_module(name)
-        routers.append(module.router)
         app.include_router(module.router)
+        app.add_hot_routes(getattr(module, "HOT", ()))
         if hasattr(module, "install"):
             module.install(app)
-    app.add_middleware(FastRoutes, fastapi_app=app, routers=routers)
     app.add_middleware(RequestIdMiddleware)
     _document_parsed_bodies(app)
     return app

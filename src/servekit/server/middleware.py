@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RequestIdMiddleware"]
+__all__ = ["HEADER", "RequestIdMiddleware", "accepted_request_id", "new_request_id"]
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 HEADER = b"x-request-id"
+
+
+def accepted_request_id(value: bytes) -> str | None:
+    """The caller's X-Request-ID when it is sane (1-128 safe characters), else `None`."""
+    text = value.decode("latin-1")
+    return text if _VALID_ID.match(text) else None
+
+
+def new_request_id() -> str:
+    """A random 128-bit id as 32 hex characters."""
+    return os.urandom(16).hex()
 
 
 class RequestIdMiddleware:
@@ -26,10 +37,9 @@ class RequestIdMiddleware:
         request_id = None
         for key, value in scope["headers"]:
             if key == HEADER:
-                text = value.decode("latin-1")
-                request_id = text if _VALID_ID.match(text) else None
+                request_id = accepted_request_id(value)
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         encoded = request_id.encode()
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from servekit.errors import Overloaded, ServekitError
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "install_error_handlers", "problem_response"]
+__all__ = ["PROBLEM_MEDIA_TYPE", "install_error_handlers", "problem_body", "problem_response"]
 
 logger = logging.getLogger("servekit.server")
 
@@ -31,17 +31,23 @@ def problem_response(
     request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None
 ) -> Response:
     """An `application/problem+json` response."""
+    request_id = request.scope.get("state", {}).get("request_id")
+    body = problem_body(request.url.path, status, title, detail, request_id)
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_body(instance: str, status: int, title: str, detail: str, request_id: str | None = None) -> bytes:
+    """The JSON of a problem document."""
     body = {
         "type": PROBLEM_TYPE_BASE + _SLUG.sub("-", title.lower()).strip("-"),
         "title": title,
         "status": status,
         "detail": detail,
-        "instance": request.url.path,
+        "instance": instance,
     }
-    request_id = request.scope.get("state", {}).get("request_id")
     if request_id:
         body["request_id"] = request_id
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    return orjson.dumps(body)
 
 
 def _shaper_for(request: Request) -> Callable[..., Response]:

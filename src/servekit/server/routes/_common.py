@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -29,3 +30,16 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(
         orjson.dumps(data, option=JSON_OPTIONS), status_code=status, media_type="application/json", headers=headers
     )
+
+
+Answer = Callable[..., Awaitable[Any]]
+"""`answer(plane, body, request_id, **path_params) -> JSON-able`: a JSON-in, JSON-out route's logic,
+shared by its FastAPI endpoint and the raw hot path (`servekit.server.hotpath`)."""
+
+
+async def answer_json(request: Request, answer: Answer, **params: Any) -> Response:
+    """Run `answer` for a FastAPI request: read the JSON body within limits, answer JSON."""
+    from servekit.server.bodies import read_json
+
+    body = await read_json(request, body_limit(request))
+    return json_response(await answer(dataplane(request), body, request_id(request), **params))

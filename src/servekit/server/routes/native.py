@@ -7,11 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from servekit.dataplane import ServedModel
+from servekit.dataplane import DataPlane, ServedModel
 from servekit.errors import InvalidInput
-from servekit.server.bodies import read_json
-from servekit.server.fastpath import hot
-from servekit.server.routes._common import body_limit, dataplane, json_response, request_id
+from servekit.server.routes._common import answer_json, dataplane, json_response
 from servekit.server.schemas import (
     ModelDetail,
     ModelSummary,
@@ -47,9 +45,8 @@ async def model_detail(name: str, request: Request) -> Response:
     openapi_extra=json_body("NativePredictRequest"),
     summary="Predict with the served version",
 )
-@hot
 async def predict(name: str, request: Request) -> Response:
-    return await _predict(request, name, None)
+    return await answer_json(request, answer_predict, name=name)
 
 
 @router.post(
@@ -59,22 +56,27 @@ async def predict(name: str, request: Request) -> Response:
     openapi_extra=json_body("NativePredictRequest"),
     summary="Predict with a given version or alias",
 )
-@hot
 async def predict_version(name: str, version: str, request: Request) -> Response:
-    return await _predict(request, name, version)
+    return await answer_json(request, answer_predict, name=name, version=version)
 
 
-async def _predict(request: Request, name: str, version: str | None) -> Response:
-    body = await read_json(request, body_limit(request))
-    predictor, prediction = await dataplane(request).infer(name, version, native_rows(body))
-    return json_response(
-        {
-            "model": predictor.name,
-            "version": predictor.version,
-            "predictions": prediction.to_records(),
-            "request_id": request_id(request),
-        }
-    )
+async def answer_predict(
+    plane: DataPlane, body: Any, request_id: str, *, name: str, version: str | None = None
+) -> dict[str, Any]:
+    predictor, prediction = await plane.infer(name, version, native_rows(body))
+    return {
+        "model": predictor.name,
+        "version": predictor.version,
+        "predictions": prediction.to_records(),
+        "request_id": request_id,
+    }
+
+
+HOT = (
+    ("/v1/models/{name}/predict", answer_predict),
+    ("/v1/models/{name}/versions/{version}/predict", answer_predict),
+)
+"""Routes the raw hot path answers itself (see `servekit.server.hotpath`)."""
 
 
 def native_rows(body: Any) -> Any:

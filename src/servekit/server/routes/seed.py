@@ -12,11 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from servekit.dataplane import DataPlane
 from servekit.errors import InvalidInput
 from servekit.prediction import Prediction
-from servekit.server.bodies import read_json
-from servekit.server.fastpath import hot
-from servekit.server.routes._common import body_limit, dataplane, json_response
+from servekit.server.routes._common import answer_json, dataplane, json_response
 from servekit.server.schemas import (
     SeedHealth,
     SeedModelInfo,
@@ -36,9 +35,8 @@ _ERRORS = error_responses(400, 404, 413, 415, 422, 500, 503, 504)
     openapi_extra=json_body("SeedPredictRequest"),
     summary="Predict one row (default model)",
 )
-@hot
 async def predict(request: Request) -> Response:
-    return await _predict_one(request)
+    return await answer_json(request, answer_one)
 
 
 @router.post(
@@ -48,9 +46,8 @@ async def predict(request: Request) -> Response:
     openapi_extra=json_body("SeedPredictRequest"),
     summary="Predict one row (default model)",
 )
-@hot
 async def predict_v1(request: Request) -> Response:
-    return await _predict_one(request)
+    return await answer_json(request, answer_one)
 
 
 @router.post(
@@ -60,9 +57,16 @@ async def predict_v1(request: Request) -> Response:
     openapi_extra=json_body("SeedPredictRequest", array=True),
     summary="Predict many rows (default model)",
 )
-@hot
 async def predict_batch(request: Request) -> Response:
-    body = await read_json(request, body_limit(request))
+    return await answer_json(request, answer_batch)
+
+
+async def answer_one(plane: DataPlane, body: Any, request_id: str) -> dict[str, Any]:
+    _, prediction = await plane.infer(plane.default_name, None, _features(body, "the body"))
+    return _seed_records(prediction)[0]
+
+
+async def answer_batch(plane: DataPlane, body: Any, request_id: str) -> list[dict[str, Any]]:
     if isinstance(body, dict) and isinstance(body.get("instances"), list):
         rows = body["instances"]
     elif isinstance(body, list):
@@ -71,9 +75,12 @@ async def predict_batch(request: Request) -> Response:
         raise InvalidInput('send a list of {"features": [...]} objects')
     if not rows:
         raise InvalidInput("the batch is empty")
-    plane = dataplane(request)
     _, prediction = await plane.infer(plane.default_name, None, rows)
-    return json_response(_seed_records(prediction))
+    return _seed_records(prediction)
+
+
+HOT = (("/predict", answer_one), ("/v1/predict", answer_one), ("/predict/batch", answer_batch))
+"""Routes the raw hot path answers itself (see `servekit.server.hotpath`)."""
 
 
 @router.get("/health", response_model=SeedHealth, summary="Health (tutorial shape)")
@@ -103,13 +110,6 @@ async def model_info(request: Request) -> Response:
             "metrics": manifest.metrics,
         }
     )
-
-
-async def _predict_one(request: Request) -> Response:
-    body = await read_json(request, body_limit(request))
-    plane = dataplane(request)
-    _, prediction = await plane.infer(plane.default_name, None, _features(body, "the body"))
-    return json_response(_seed_records(prediction)[0])
 
 
 def _features(body: Any, where: str) -> Any:

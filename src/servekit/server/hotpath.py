@@ -1,0 +1,132 @@
+"""The raw ASGI way in for the prediction routes.
+
+A prediction on a fast model (an ONNX variant answers a row in ~8 µs) costs far less than
+FastAPI's per-request machinery: middleware layers, routing, dependency solving, Request and
+Response objects. `ServekitApp` answers the JSON-in, JSON-out prediction routes straight from the
+ASGI messages, with the same logic (`answer_*` functions shared with the FastAPI endpoints, which
+keep documenting them in OpenAPI), the same body limits and media-type checks, the same
+problem+json errors and the same `X-Request-ID`. Every other request goes through FastAPI.
+
+Cross-cutting concerns that must apply to predictions (authentication, rate limits, metrics)
+therefore hook in here as well as in middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.routing import compile_path
+from starlette.types import Receive, Scope, Send
+
+from servekit.errors import Overloaded, ServekitError
+from servekit.server.bodies import check_declared_length, check_json_content_type, over_limit, parse_json
+from servekit.server.middleware import HEADER as REQUEST_ID_HEADER
+from servekit.server.middleware import accepted_request_id, new_request_id
+from servekit.server.problems import PROBLEM_MEDIA_TYPE, problem_body
+from servekit.server.routes._common import JSON_OPTIONS, Answer
+
+__all__ = ["ServekitApp"]
+
+logger = logging.getLogger("servekit.server")
+
+_JSON = b"application/json"
+_PROBLEM = PROBLEM_MEDIA_TYPE.encode()
+
+
+class _Disconnected(Exception):
+    """The client went away before sending its whole body."""
+
+
+class ServekitApp(FastAPI):
+    """FastAPI, plus a raw ASGI path for the routes registered with `add_hot_routes`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hot: list[tuple[Any, Answer]] = []
+
+    def add_hot_routes(self, routes: Iterable[tuple[str, Answer]]) -> None:
+        """POST routes (path template, answer) to serve from the raw ASGI messages."""
+        for path, answer in routes:
+            self._hot.append((compile_path(path)[0], answer))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and self._hot:
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            for regex, answer in self._hot:
+                match = regex.match(path)
+                if match is not None:
+                    await self._answer(scope, receive, send, answer, match.groupdict())
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, answer: Answer, params: dict[str, str]) -> None:
+        request_id = content_type = length = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+            elif key == b"content-length":
+                length = value.decode("latin-1")
+            elif key == REQUEST_ID_HEADER:
+                request_id = accepted_request_id(value)
+        request_id = request_id or new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        headers: list[tuple[bytes, bytes]] = []
+        try:
+            limit = self.state.settings.max_body_bytes
+            check_declared_length(length, limit)
+            check_json_content_type(content_type or "")
+            body = parse_json(await _read_body(receive, limit))
+            payload = await answer(self.state.dataplane, body, request_id, **params)
+            status, media, out = 200, _JSON, orjson.dumps(payload, option=JSON_OPTIONS)
+        except _Disconnected:
+            return
+        except ServekitError as exc:
+            status, media = int(exc.status), _PROBLEM
+            if status >= 500 and not isinstance(exc, Overloaded):
+                logger.error("POST %s failed: %s", scope["path"], exc.detail)
+            if isinstance(exc, Overloaded):
+                headers.append((b"retry-after", str(exc.retry_after).encode()))
+            out = problem_body(scope["path"], status, exc.title, exc.public_message, request_id)
+        except Exception:
+            logger.exception("POST %s raised", scope["path"])
+            status, media = 500, _PROBLEM
+            detail = "The server failed to answer this request; see the server log"
+            out = problem_body(scope["path"], status, "Internal error", detail, request_id)
+        headers += [
+            (b"content-type", media),
+            (b"content-length", str(len(out)).encode()),
+            (REQUEST_ID_HEADER, request_id.encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _Disconnected
+    body = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: the whole body in one message
+        if len(body) > limit:
+            raise over_limit(limit)
+        return body
+    chunks = [body]
+    received = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > limit:
+            raise over_limit(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -185,6 +186,10 @@ class DataPlane:
                 runner.predictor.version,
                 runner.predictor.runtime.format,
             )
+        # What is loaded now lives as long as the server: keep it out of the collector's full
+        # passes, which would otherwise walk every model object and stall requests.
+        gc.collect()
+        gc.freeze()
 
     async def _open(self, source: ModelSource) -> Runner:
         predictor = await asyncio.to_thread(source.load, self.settings, lambda: self.registry)

@@ -42,13 +42,17 @@ class Prediction:
         )
         return Prediction(np.concatenate([p.outputs for p in parts]), probabilities, first.classes)
 
+    def values(self) -> list[Any]:
+        """The labels or values as plain Python (non-finite floats become None)."""
+        return _to_python(self.outputs)
+
     def to_records(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per row: `prediction`, and for classifiers `probabilities` and
         `confidence` (the highest probability)."""
         labels = _to_python(self.outputs)
         if self.probabilities is None or self.classes is None:
             return [{"prediction": label} for label in labels]
-        names = [str(c) for c in _to_python(np.asarray(self.classes))]
+        names = _class_names(self.classes)
         records = []
         for label, row in zip(labels, self.probabilities.tolist(), strict=True):
             records.append(
@@ -59,6 +63,23 @@ class Prediction:
                 }
             )
         return records
+
+
+def _class_names(classes: Sequence[Any]) -> list[str]:
+    """JSON keys for the classes, cached per classes object (the same list on every request)."""
+    key = id(classes)
+    cached = _NAMES.get(key)
+    if cached is not None and cached[0] is classes:
+        return cached[1]
+    names = [str(c) for c in _to_python(np.asarray(classes))]
+    if len(_NAMES) > _NAMES_KEPT:
+        _NAMES.clear()
+    _NAMES[key] = (classes, names)
+    return names
+
+
+_NAMES: dict[int, tuple[Any, list[str]]] = {}
+_NAMES_KEPT = 256
 
 
 def _to_python(values: np.ndarray) -> list[Any]:

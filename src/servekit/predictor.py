@@ -49,7 +49,7 @@ class Predictor:
 
     def batch(self, payload: Any) -> Batch:
         """Validate any accepted input shape into a batch (raises `InvalidInput`)."""
-        if hasattr(payload, "columns") and hasattr(payload, "iloc"):
+        if type(payload) is not list and hasattr(payload, "columns") and hasattr(payload, "iloc"):
             return self.signature.batch_from_frame(payload)
         return self.signature.batch(payload)
 

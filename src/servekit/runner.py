@@ -77,7 +77,7 @@ class Runner:
 
     async def infer(self, batch: Batch) -> Prediction:
         """Predict on a validated batch, within the configured timeout."""
-        if self._runs_inline():
+        if self._queue is None and self._fast():
             return self._predict(batch)
         self.in_flight += 1
         try:
@@ -100,13 +100,10 @@ class Runner:
         finally:
             self.in_flight -= 1
 
-    def _runs_inline(self) -> bool:
-        """Fast models run on the event loop when nothing is waiting: no thread hand-off."""
-        return (
-            self._predict_seconds < self.settings.inline_below_ms / 1000
-            and self.in_flight == 0
-            and (self._queue is None or self._queue.empty())
-        )
+    def _fast(self) -> bool:
+        """A model whose calls take less than `inline_below_ms` runs on the event loop: a thread
+        hand-off would cost more than the prediction."""
+        return self._predict_seconds < self.settings.inline_below_ms / 1000
 
     def _predict(self, batch: Batch) -> Prediction:
         """Predict, keeping a moving average of how long one call takes."""
@@ -159,12 +156,19 @@ class Runner:
                     self._queue.task_done()
 
     async def _run(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
+        fast = self._fast()
         try:
             if len(jobs) == 1:
-                results = [await loop.run_in_executor(self._executor, self._predict, jobs[0].batch)]
+                batch = jobs[0].batch
+                results = [
+                    self._predict(batch) if fast else await loop.run_in_executor(self._executor, self._predict, batch)
+                ]
             else:
                 stacked = _stack([j.batch for j in jobs])
-                whole = await loop.run_in_executor(self._executor, self._predict, stacked)
+                if fast:
+                    whole = self._predict(stacked)
+                else:
+                    whole = await loop.run_in_executor(self._executor, self._predict, stacked)
                 results, start = [], 0
                 for job in jobs:
                     results.append(whole.take(start, start + job.rows))

@@ -30,6 +30,7 @@ InputKind = Literal["array", "frame"]
 Batch = Any  # np.ndarray | pandas.DataFrame, kept loose so pandas stays a lazy import
 
 _SHOWN_NAMES = 8
+_PLAIN_NUMBERS = (float, int)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class Signature:
     # -- conversion ---------------------------------------------------------------------------
     def batch(self, payload: Any) -> Batch:
         """Any accepted shape: one row (list or mapping) or many rows (list of lists/mappings)."""
+        if type(payload) is list and payload and type(payload[0]) in _PLAIN_NUMBERS:
+            return self.batch_from_rows([payload])  # the common case: one JSON row of numbers
         if isinstance(payload, Mapping):
             return self.batch_from_records([payload])
         if isinstance(payload, np.ndarray):

@@ -115,6 +115,10 @@ class OnnxRuntime(Runtime):
         meta = session.get_modelmeta()
         self._meta = {"producer": meta.producer_name, "producer_version": meta.version}
         self.session = session
+        # The binding's own `run` skips the Python wrapper's per-call feed checks (~10 µs a call):
+        # the feeds are built here from the model's own input list, so they always fit.
+        binding = getattr(session, "_sess", None)
+        self._run = (lambda names, feeds: binding.run(names, feeds, None)) if binding is not None else session.run
         if self._label_output is not None:
             self._model_classes = self._graph_classes()
             self._check_manifest_classes()
@@ -224,13 +228,13 @@ class OnnxRuntime(Runtime):
     def predict(self, batch: Batch) -> Prediction:
         feeds = self._feeds(batch)
         if self._label_output is None:
-            (values,) = self.session.run([self._value_output], feeds)
+            (values,) = self._run([self._value_output], feeds)
             values = np.asarray(values, dtype="float64")
             if values.ndim == 2 and values.shape[1] == 1:
                 values = values[:, 0]
             return Prediction(values)
         wanted = [self._label_output] + ([self._proba_output] if self._proba_output else [])
-        results = self.session.run(wanted, feeds)
+        results = self._run(wanted, feeds)
         labels = np.asarray(results[0]).reshape(-1)
         if len(results) == 1:
             return Prediction(labels)

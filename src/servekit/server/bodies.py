@@ -50,6 +50,8 @@ def check_json_type(request: Request) -> None:
 
 def check_json_content_type(header: str) -> None:
     """The check of `check_json_type`, on the raw header value."""
+    if header == "application/json":  # the usual case, without string work
+        return
     content_type = header.split(";")[0].strip().lower()
     if content_type and content_type not in JSON_TYPES and content_type != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType(f"Content-Type {content_type!r} is not accepted here; send application/json")

@@ -47,6 +47,7 @@ class ServekitApp(FastAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._hot: list[tuple[Any, Answer]] = []
+        self._bound: tuple[int, Any] | None = None  # (body limit, data plane), read once from `state`
 
     def add_hot_routes(self, routes: Iterable[tuple[str, Answer]]) -> None:
         """POST routes (path template, answer) to serve from the raw ASGI messages."""
@@ -79,11 +80,15 @@ class ServekitApp(FastAPI):
         scope.setdefault("state", {})["request_id"] = request_id
         headers: list[tuple[bytes, bytes]] = []
         try:
-            limit = self.state.settings.max_body_bytes
-            check_declared_length(length, limit)
-            check_json_content_type(content_type or "")
+            if self._bound is None:
+                self._bound = (self.state.settings.max_body_bytes, self.state.dataplane)
+            limit, plane = self._bound
+            if length is not None:
+                check_declared_length(length, limit)
+            if content_type is not None:
+                check_json_content_type(content_type)
             body = parse_json(await _read_body(receive, limit))
-            payload = await answer(self.state.dataplane, body, request_id, **params)
+            payload = await answer(plane, body, request_id, **params)
             status, media, out = 200, _JSON, orjson.dumps(payload, option=JSON_OPTIONS)
         except _Disconnected:
             return

@@ -124,11 +124,10 @@ def _features(body: Any, where: str) -> Any:
 
 
 def _seed_records(prediction: Prediction) -> list[dict[str, Any]]:
-    labels = prediction.to_records()
+    labels = prediction.values()
     if prediction.probabilities is None:
-        return labels
-    rows = prediction.probabilities.tolist()
+        return [{"prediction": label} for label in labels]
     return [
-        {"prediction": r["prediction"], "probabilities": p, "confidence": r["confidence"]}
-        for r, p in zip(labels, rows, strict=True)
+        {"prediction": label, "probabilities": row, "confidence": max(row)}
+        for label, row in zip(labels, prediction.probabilities.tolist(), strict=True)
     ]

@@ -77,7 +77,7 @@ class Runner:
 
     async def infer(self, batch: Batch) -> Prediction:
         """Predict on a validated batch, within the configured timeout."""
-        if self._queue is None and self._fast():
+        if self._queue is None and self._fast(_rows(batch)):
             return self._predict(batch)
         self.in_flight += 1
         try:
@@ -100,10 +100,11 @@ class Runner:
         finally:
             self.in_flight -= 1
 
-    def _fast(self) -> bool:
+    def _fast(self, rows: int) -> bool:
         """A model whose calls take less than `inline_below_ms` runs on the event loop: a thread
-        hand-off would cost more than the prediction."""
-        return self._predict_seconds < self.settings.inline_below_ms / 1000
+        hand-off would cost more than the prediction. Requests with more rows than a batch holds
+        go to the thread, so one big request never stalls the others."""
+        return rows <= self.settings.max_batch_size and self._predict_seconds < self.settings.inline_below_ms / 1000
 
     def _predict(self, batch: Batch) -> Prediction:
         """Predict, keeping a moving average of how long one call takes."""
@@ -156,7 +157,7 @@ class Runner:
                     self._queue.task_done()
 
     async def _run(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
-        fast = self._fast()
+        fast = self._fast(sum(j.rows for j in jobs))
         try:
             if len(jobs) == 1:
                 batch = jobs[0].batch

@@ -311,3 +311,25 @@ def test_inline_is_off_when_disabled(predictor: Predictor) -> None:
 
     run(RunnerSettings(inline_below_ms=0), predictor, scenario)
     assert all(name.startswith("servekit-") for name in threads)
+
+
+def test_a_request_bigger_than_a_batch_never_runs_on_the_event_loop(predictor: Predictor) -> None:
+    import threading
+
+    threads: list[tuple[int, str]] = []
+    original = predictor.predict_batch
+
+    def recording(batch):
+        threads.append((len(batch), threading.current_thread().name))
+        return original(batch)
+
+    predictor.predict_batch = recording  # type: ignore[method-assign]
+    small, big = distinct_batches(predictor, [1, 9])
+
+    async def scenario(runner: Runner) -> None:
+        for batch in (small, small, big, small):
+            await runner.infer(batch)
+
+    run(RunnerSettings(inline_below_ms=1000, max_batch_size=4), predictor, scenario)
+    main = threading.main_thread().name
+    assert [(rows, name == main) for rows, name in threads] == [(1, False), (1, True), (9, False), (1, True)]

@@ -34,5 +34,9 @@ format: install
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
 
+# Speed benchmark (~10 min; BENCH_ARGS=--quick for ~2 min). Report: benchmarks/results/latest.md
+bench: install
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -305,10 +306,7 @@ def _has_bool(rows: Sequence[Any], ndim: int) -> bool:
     """True when a JSON boolean hides among numbers (numpy would silently read it as 0/1)."""
     if ndim > 2:
         return any(isinstance(v, bool) for row in rows for v in _flatten(row))
-    seen: set[type] = set()
-    for row in rows:
-        seen.update(map(type, row))
-    return bool in seen
+    return bool in set(map(type, chain.from_iterable(rows)))
 
 
 def _flatten(row: Any) -> list[Any]:

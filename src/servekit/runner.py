@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from servekit.cache import PredictionCache
 from servekit.errors import Overloaded, PredictionTimeout
 from servekit.prediction import Prediction
 from servekit.predictor import Predictor
@@ -52,6 +53,7 @@ class Runner:
         self.in_flight = 0
         self._last_batch_jobs = 0
         self._carry: _Job | None = None
+        self.cache = PredictionCache(self.settings.cache_size) if self.settings.cache_size else None
         self._predict_seconds = float("inf")  # unknown until measured: the first calls use the thread
 
     @property
@@ -76,7 +78,18 @@ class Runner:
         self.predictor.close()
 
     async def infer(self, batch: Batch) -> Prediction:
-        """Predict on a validated batch, within the configured timeout."""
+        """Predict on a validated batch, within the configured timeout (or from the cache)."""
+        if self.cache is not None:
+            key = self.cache.key(batch)
+            if key is not None:
+                found = self.cache.get(key)
+                if found is None:
+                    found = await self._infer(batch)
+                    self.cache.put(key, found)
+                return found
+        return await self._infer(batch)
+
+    async def _infer(self, batch: Batch) -> Prediction:
         if self._queue is None and self._fast(_rows(batch)):
             return self._predict(batch)
         self.in_flight += 1

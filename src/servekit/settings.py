@@ -45,6 +45,8 @@ class RunnerSettings(BaseModel):
     """Per-request prediction timeout (504 when exceeded)."""
     batching: bool = True
     """Stack concurrent requests into one predict call."""
+    cache_size: int = Field(0, ge=0)
+    """Predictions kept in an LRU cache keyed by the exact input rows (0: no cache)."""
     inline_below_ms: float = Field(DEFAULT_INLINE_BELOW_MS, ge=0)
     """Models whose predict calls take less than this (moving average) run on the event loop
     itself: a thread hand-off would cost more than the prediction. 0 disables it."""

@@ -333,3 +333,20 @@ def test_a_request_bigger_than_a_batch_never_runs_on_the_event_loop(predictor: P
     run(RunnerSettings(inline_below_ms=1000, max_batch_size=4), predictor, scenario)
     main = threading.main_thread().name
     assert [(rows, name == main) for rows, name in threads] == [(1, False), (1, True), (9, False), (1, True)]
+
+
+def test_prediction_cache_answers_repeated_rows_without_the_model(predictor: Predictor) -> None:
+    recorder = Recorder(predictor)
+    first, second = distinct_batches(predictor, [2, 2])
+
+    async def scenario(runner: Runner) -> list[Prediction]:
+        return [await runner.infer(b) for b in (first, first.copy(), second, first)]
+
+    results = run(RunnerSettings(cache_size=1, batching=False), predictor, scenario)
+    # first: miss; its copy: hit; second: miss (evicts first); first again: miss
+    assert sum(recorder.sizes) == 6
+    assert results[0].outputs.tolist() == results[1].outputs.tolist() == results[3].outputs.tolist()
+
+
+def test_cache_is_off_by_default(predictor: Predictor) -> None:
+    assert Runner(predictor).cache is None

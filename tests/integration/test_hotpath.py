@@ -29,6 +29,26 @@ CASES = [
     ("/v1/predict", b'{"features": [1, 2]}', {}),
     ("/predict/batch", b'[{"features": [5.1, 3.5, 1.4, 0.2]}, {"features": [6.7, 3.0, 5.2, 2.3]}]', {}),
     ("/predict/batch", b"[]", {}),
+    (
+        "/v2/models/iris/infer",
+        b'{"id": "1", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}',
+        {},
+    ),
+    (
+        "/v2/models/iris/versions/latest/infer",
+        b'{"id": "2", "inputs": [{"name": "x", "shape": [2, 4], '
+        b'"datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}], '
+        b'"outputs": [{"name": "label", "parameters": {"binary_data": true}}]}',
+        {},
+    ),
+    (
+        "/v2/models/iris/infer",
+        b'{"id": "3", "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [5.1, 3.5, 1.4]}]}',
+        {},
+    ),
+    ("/v2/models/nope/infer", b'{"inputs": []}', {}),
+    ("/v2/models/iris/infer", b"{oops", {}),
+    ("/v2/models/iris/infer", b'{"id": "4", "inputs": []}' + b"\0" * 8, {"inference-header-content-length": "999"}),
 ]
 
 
@@ -41,6 +61,8 @@ def client(tmp_path_factory: pytest.TempPathFactory):
 
 def _answer(client, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, object]:
     response = client.post(path, content=body, headers={"content-type": "application/json", **headers})
+    if not response.headers["content-type"].endswith("json"):
+        return response.status_code, response.headers["content-type"], response.content
     data = response.json()
     for item in data if isinstance(data, list) else [data]:
         if isinstance(item, dict):
@@ -71,9 +93,11 @@ def test_prediction_routes_take_the_hot_path(client, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(ServekitApp, "_answer", answer)
     assert client.post("/v1/models/iris/predict", json={"features": SETOSA}).status_code == 200
     assert client.post("/predict", json={"features": SETOSA}).status_code == 200
+    infer = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": SETOSA}]}
+    assert client.post("/v2/models/iris/infer", json=infer).status_code == 200
     assert client.get("/v1/models/iris").status_code == 200  # not a hot route
     assert client.get("/v1/models/iris/predict").status_code == 405  # wrong method: FastAPI answers
-    assert seen == ["/v1/models/iris/predict", "/predict"]
+    assert seen == ["/v1/models/iris/predict", "/predict", "/v2/models/iris/infer"]
 
 
 def test_request_id_is_echoed_or_made(client) -> None:

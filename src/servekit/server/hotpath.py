@@ -24,9 +24,9 @@ from starlette.types import Receive, Scope, Send
 
 from servekit.errors import Overloaded, ServekitError
 from servekit.server.bodies import check_declared_length, check_json_content_type, over_limit, parse_json
+from servekit.server.hotroutes import HotRoute
 from servekit.server.middleware import HEADER as REQUEST_ID_HEADER
 from servekit.server.middleware import accepted_request_id, new_request_id
-from servekit.server.problems import PROBLEM_MEDIA_TYPE, problem_body
 from servekit.server.routes._common import JSON_OPTIONS, Answer
 
 __all__ = ["ServekitApp"]
@@ -34,7 +34,6 @@ __all__ = ["ServekitApp"]
 logger = logging.getLogger("servekit.server")
 
 _JSON = b"application/json"
-_PROBLEM = PROBLEM_MEDIA_TYPE.encode()
 
 
 class _Disconnected(Exception):
@@ -46,13 +45,15 @@ class ServekitApp(FastAPI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._hot: list[tuple[Any, Answer]] = []
+        self._hot: list[tuple[Any, HotRoute]] = []
         self._bound: tuple[int, Any] | None = None  # (body limit, data plane), read once from `state`
 
-    def add_hot_routes(self, routes: Iterable[tuple[str, Answer]]) -> None:
-        """POST routes (path template, answer) to serve from the raw ASGI messages."""
-        for path, answer in routes:
-            self._hot.append((compile_path(path)[0], answer))
+    def add_hot_routes(self, routes: Iterable[HotRoute | tuple[str, Answer]]) -> None:
+        """POST routes to serve from the raw ASGI messages: `HotRoute`s, or (path, answer) pairs
+        for JSON-in, JSON-out routes with problem+json errors."""
+        for route in routes:
+            hot = route if isinstance(route, HotRoute) else HotRoute(*route)
+            self._hot.append((compile_path(hot.path)[0], hot))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and self._hot:
@@ -60,14 +61,16 @@ class ServekitApp(FastAPI):
             root = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root) :]
-            for regex, answer in self._hot:
+            for regex, route in self._hot:
                 match = regex.match(path)
                 if match is not None:
-                    await self._answer(scope, receive, send, answer, match.groupdict())
+                    await self._answer(scope, receive, send, route, match.groupdict())
                     return
         await super().__call__(scope, receive, send)
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send, answer: Answer, params: dict[str, str]) -> None:
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, route: HotRoute, params: dict[str, str]
+    ) -> None:
         request_id = content_type = length = None
         for key, value in scope["headers"]:
             if key == b"content-type":
@@ -85,25 +88,32 @@ class ServekitApp(FastAPI):
             limit, plane = self._bound
             if length is not None:
                 check_declared_length(length, limit)
-            if content_type is not None:
-                check_json_content_type(content_type)
-            body = parse_json(await _read_body(receive, limit))
-            payload = await answer(plane, body, request_id, **params)
-            status, media, out = 200, _JSON, orjson.dumps(payload, option=JSON_OPTIONS)
+            if route.raw:
+                raw = await _read_body(receive, limit)
+                named = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                out, media_type, extra = await route.answer(plane, raw, named, request_id, **params)
+                status, media = 200, media_type.encode()
+                headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+            else:
+                if content_type is not None:
+                    check_json_content_type(content_type)
+                body = parse_json(await _read_body(receive, limit))
+                payload = await route.answer(plane, body, request_id, **params)
+                status, media, out = 200, _JSON, orjson.dumps(payload, option=JSON_OPTIONS)
         except _Disconnected:
             return
         except ServekitError as exc:
-            status, media = int(exc.status), _PROBLEM
+            status = int(exc.status)
             if status >= 500 and not isinstance(exc, Overloaded):
                 logger.error("POST %s failed: %s", scope["path"], exc.detail)
             if isinstance(exc, Overloaded):
                 headers.append((b"retry-after", str(exc.retry_after).encode()))
-            out = problem_body(scope["path"], status, exc.title, exc.public_message, request_id)
+            media, out = route.error_body(scope["path"], status, exc.title, exc.public_message, request_id)
         except Exception:
             logger.exception("POST %s raised", scope["path"])
-            status, media = 500, _PROBLEM
+            status = 500
             detail = "The server failed to answer this request; see the server log"
-            out = problem_body(scope["path"], status, "Internal error", detail, request_id)
+            media, out = route.error_body(scope["path"], status, "Internal error", detail, request_id)
         headers += [
             (b"content-type", media),
             (b"content-length", str(len(out)).encode()),

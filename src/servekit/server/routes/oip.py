@@ -8,18 +8,22 @@ shape [n, *row] (or one row), or one [n] / [n, 1] tensor per named feature.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from servekit import __version__
+from servekit.dataplane import DataPlane
 from servekit.errors import InvalidInput, MalformedRequest
 from servekit.prediction import Prediction
 from servekit.predictor import Predictor
 from servekit.server.bodies import read_body
+from servekit.server.hotroutes import HotRoute
 from servekit.server.oip_codec import (
     BYTES,
     NUMBER_TYPES,
@@ -233,7 +237,7 @@ def _label_datatype(classes: list[Any] | None) -> str:
     "/models/{model}/infer", responses=_ERRORS, openapi_extra=_INFER_BODY, summary="Infer with the served version"
 )
 async def infer(model: str, request: Request) -> Response:
-    return await _infer(request, model, None)
+    return await _infer(request, model=model)
 
 
 @router.post(
@@ -243,15 +247,30 @@ async def infer(model: str, request: Request) -> Response:
     summary="Infer with a given version or alias",
 )
 async def infer_version(model: str, version: str, request: Request) -> Response:
-    return await _infer(request, model, version)
+    return await _infer(request, model=model, version=version)
 
 
-async def _infer(request: Request, model: str, version: str | None) -> Response:
-    plane = dataplane(request)
+async def _infer(request: Request, **params: str) -> Response:
+    body = await read_body(request, body_limit(request))
+    headers = {k: request.headers[k] for k in (HEADER_LENGTH.lower(), "content-encoding") if k in request.headers}
+    content, media, extra = await answer_infer(dataplane(request), body, headers, request_id(request), **params)
+    return Response(content, media_type=media, headers=extra)
+
+
+async def answer_infer(
+    plane: DataPlane,
+    body: bytes,
+    headers: Mapping[str, str],
+    request_id: str,
+    *,
+    model: str,
+    version: str | None = None,
+) -> tuple[bytes, str, dict[str, str]]:
+    """The infer route's logic on raw bytes, shared by the endpoint and the raw hot path."""
     runner = plane.runner(model, version)
-    limit = body_limit(request)
-    body = decompress(await read_body(request, limit), request.headers.get("content-encoding"), limit)
-    parsed = parse_request(*split_body(body, request.headers.get(HEADER_LENGTH)))
+    limit = plane.settings.max_body_bytes
+    body = decompress(body, headers.get("content-encoding"), limit)
+    parsed = parse_request(*split_body(body, headers.get(HEADER_LENGTH.lower())))
     predictor = runner.predictor
     wanted = _wanted_outputs(parsed, predictor)
     prediction = await plane.infer_batch(runner, to_batch(predictor.signature, parsed.inputs))
@@ -264,11 +283,23 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
     header: dict[str, Any] = {"model_name": predictor.name}
     if predictor.version is not None:
         header["model_version"] = str(predictor.version)
-    header["id"] = parsed.id if parsed.id is not None else request_id(request)
+    header["id"] = parsed.id if parsed.id is not None else request_id
     content, header_length = encode_response(header, [(produced[name], binary) for name, binary in wanted])
     if header_length is None:
-        return Response(content, media_type="application/json")
-    return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+        return content, "application/json", {}
+    return content, "application/octet-stream", {HEADER_LENGTH: str(header_length)}
+
+
+def error_body(instance: str, status: int, title: str, detail: str, request_id: str | None) -> tuple[bytes, bytes]:
+    """The OIP error object for the raw hot path."""
+    return b"application/json", orjson.dumps({"error": detail})
+
+
+HOT = (
+    HotRoute("/v2/models/{model}/infer", answer_infer, raw=True, error_body=error_body),
+    HotRoute("/v2/models/{model}/versions/{version}/infer", answer_infer, raw=True, error_body=error_body),
+)
+"""Routes the raw hot path answers itself (see `servekit.server.hotpath`)."""
 
 
 def _wanted_outputs(parsed: InferenceRequest, predictor: Predictor) -> list[tuple[str, bool]] | None:

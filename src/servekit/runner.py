@@ -99,12 +99,15 @@ class Runner:
                 return await asyncio.wait_for(work, self.settings.timeout_s)
             future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
             try:
-                self._queue.put_nowait(_Job(batch, _rows(batch), future))
+                job = _Job(batch, _rows(batch), future)
+                self._queue.put_nowait(job)
             except asyncio.QueueFull:
                 raise Overloaded(
                     f"model {self.predictor.name} has {self.settings.max_queue} requests waiting",
                     hint="Retry after a moment",
                 ) from None
+            if self._fast(job.rows):
+                return await future  # answered within this loop turn or the next: no timer needed
             return await asyncio.wait_for(future, self.settings.timeout_s)
         except TimeoutError:
             raise PredictionTimeout(

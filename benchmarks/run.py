@@ -1,0 +1,327 @@
+"""servekit speed benchmark: servekit vs the reference server vs the bare ASGI ceiling, under wrk.
+
+    python benchmarks/run.py              # everything (~8-9 min)
+    python benchmarks/run.py --quick      # shorter points, 1 and 64 connections (~2 min)
+    python benchmarks/run.py --only forest,ceiling
+    python benchmarks/run.py --profile    # also py-spy the LogisticRegression server under load
+
+Writes benchmarks/results/latest.md and latest.json. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from costs import cold_section, floor_section, import_section
+from harness import Context, Point, python_exe, runtime_of, servekit_command, session
+from load import ensure_wrk, wrk_core
+from models import MODEL_NAMES, build_model
+from procs import Processes, Server, rss_mb
+from profiling import profile_server
+from report import CEILING, Results, Row, Scalar, load_average, machine_info, render, to_json
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+EXTRAS = ("ceiling", "granian", "invalid", "rows", "oip", "floor", "cold", "import", "workers")
+SECTIONS = (*MODEL_NAMES, *EXTRAS)
+UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+NATIVE = "POST /v1/models/{m}/predict"
+SEED = "POST /predict"
+CEILING_ROW = [5.1, 3.5, 1.4, 0.2]
+GRANIAN_INSTALL_TIMEOUT_S = 180
+CEILING_BEST_OF = 2
+
+
+# -- sections ------------------------------------------------------------------------------------
+def servekit_points(ctx: Context, name: str, wanted: set[str]) -> list[Point]:
+    model = ctx.models[name]
+    route = f"/v1/models/{name}/predict"
+    points: list[Point] = []
+    if name in wanted:
+        points += [Point(NATIVE, name, c, route, model.bodies["row"]) for c in ctx.conns]
+        points += [Point(SEED, name, c, "/predict", model.bodies["row"]) for c in ctx.conns]
+    if name == "forest" and "invalid" in wanted:
+        points.append(Point("invalid body", name, 64, route, model.bodies["invalid"], count_status=True))
+    if name == "logreg" and "rows" in wanted:
+        many_conns = [1, 8] if not ctx.args.quick else [8]
+        points += [Point("1000 rows JSON", name, c, route, model.bodies["many"], 1000) for c in many_conns]
+    if name == "logreg" and "oip" in wanted:
+        infer = f"/v2/models/{name}/infer"
+        oip = {"content_type": "application/octet-stream"}
+        header = "Inference-Header-Content-Length"
+        many = {header: str(model.oip_header_lengths["oip_many"])}
+        row = {header: str(model.oip_header_lengths["oip_row"])}
+        if "rows" not in wanted:
+            points.append(Point("1000 rows JSON", name, 8, route, model.bodies["many"], 1000))
+        points.append(Point("OIP v2 binary, 1000 rows", name, 8, infer, model.bodies["oip_many"], 1000, many, **oip))
+        points.append(Point("OIP v2 binary, 1 row", name, 64, infer, model.bodies["oip_row"], 1, row, **oip))
+        if name not in wanted:
+            points.append(Point(NATIVE, name, 64, route, model.bodies["row"]))
+    return points
+
+
+def servekit_session(ctx: Context, name: str, wanted: set[str]) -> None:
+    points = servekit_points(ctx, name, wanted)
+    model = ctx.models[name]
+
+    def after(server: Server, rows: list[Row]) -> None:
+        rss = rss_mb(server.pid)
+        ctx.results.scalars.append(Scalar("server RSS after warm-up", name, rss, "MB", "VmRSS of the server process"))
+        if ctx.args.profile and name == "logreg":
+            profile_server(ctx, server, model)
+
+    if points:
+        session(
+            ctx,
+            "servekit",
+            servekit_command(model.bundle),
+            points,
+            ready_path="/health/ready",
+            core=ctx.server_core,
+            describe=runtime_of(name),
+            after=after,
+        )
+
+
+def reference_session(ctx: Context, name: str) -> None:
+    model = ctx.models[name]
+    points = [Point(SEED, name, c, "/predict", model.bodies["row"]) for c in ctx.conns]
+    command = [python_exe(), "-m", "uvicorn", "reference_server:app", "--host", "127.0.0.1", "--port", "{port}"]
+    session(
+        ctx,
+        "reference",
+        command,
+        points,
+        ready_path="/health",
+        core=ctx.server_core,
+        cwd=ctx.args.shared,
+        env={"MODEL_PATH": str(model.joblib)},
+    )
+
+
+def ceiling_body(ctx: Context) -> Path:
+    body = ctx.work / "ceiling.body"
+    body.write_text(json.dumps({"features": CEILING_ROW}))
+    return body
+
+
+def ceiling_session(ctx: Context) -> None:
+    body = ceiling_body(ctx)
+    command = [python_exe(), "-m", "uvicorn", "asgi_ceiling:app", "--host", "127.0.0.1", "--port", "{port}"]
+    points = [Point("POST /", "—", c, "/", body, best_of=CEILING_BEST_OF) for c in ctx.conns]
+    session(
+        ctx,
+        CEILING,
+        [*command, *UVICORN_FLAGS],
+        points,
+        ready_path="/",
+        ready_body=body.read_bytes(),
+        core=ctx.server_core,
+        cwd=ctx.args.shared,
+    )
+
+
+def granian_path(ctx: Context) -> str | None:
+    """A PYTHONPATH entry where granian can be imported from, installing it there if needed."""
+    probe = subprocess.run([python_exe(), "-c", "import granian"], capture_output=True, timeout=60)
+    if probe.returncode == 0:
+        return ""
+    target = ctx.args.out / ".granian"
+    if not (target / "granian").exists():
+        ctx.log("granian: pip install --target benchmarks/results/.granian granian")
+        try:
+            done = subprocess.run(
+                [python_exe(), "-m", "pip", "install", "--quiet", "--target", str(target), "granian"],
+                capture_output=True,
+                text=True,
+                timeout=GRANIAN_INSTALL_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        if done.returncode != 0:
+            return None
+    return str(target)
+
+
+def granian_session(ctx: Context) -> None:
+    body = ceiling_body(ctx)
+    points = [Point("POST /", "—", c, "/", body) for c in ctx.conns]
+    path = granian_path(ctx)
+    if path is None:
+        failed = "granian not installable"
+        ctx.results.rows += [Row("granian ceiling", p.route, p.model, p.conns, failed=failed) for p in points]
+        return
+    command = [python_exe(), "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}"]
+    command += ["--no-ws", "--log-level", "warning", "asgi_ceiling:app"]
+    pythonpath = os.pathsep.join(p for p in (str(ctx.args.shared), path) if p)
+    session(
+        ctx,
+        "granian ceiling",
+        command,
+        points,
+        ready_path="/",
+        ready_body=body.read_bytes(),
+        core=ctx.server_core,
+        cwd=ctx.args.shared,
+        env={"PYTHONPATH": pythonpath},
+    )
+
+
+def workers_section(ctx: Context) -> None:
+    model = ctx.models["logreg"]
+    route = "/v1/models/logreg/predict"
+    rps: dict[int, float] = {}
+    cpu: dict[int, float] = {}
+    for workers in (1, 2):
+        point = Point(f"{NATIVE}, unpinned", "logreg", 64, route, model.bodies["row"])
+        rows = session(
+            ctx,
+            f"servekit --workers {workers}",
+            servekit_command(model.bundle, "--workers", str(workers)),
+            [point],
+            ready_path="/health/ready",
+            core=None,
+        )
+        if rows[0].load:
+            rps[workers] = rows[0].load.rps
+            cpu[workers] = rows[0].load.server_cpu or 0.0
+    value = rps[2] / rps[1] if 1 in rps and 2 in rps and rps[1] else None
+    note = "servers unpinned, wrk on its core"
+    if value is not None and cpu.get(1) and cpu.get(2):
+        efficiency = (rps[2] / cpu[2]) / (rps[1] / cpu[1])
+        note += (
+            f"; the 2 workers got {cpu[2] / 100:.2f} cores (wrk and the rest of the machine the remainder), "
+            f"requests per CPU-second {efficiency:.2f}x those of 1 worker"
+        )
+    ctx.results.scalars.append(
+        Scalar(
+            "workers 2 / workers 1 @64",
+            "logreg",
+            value,
+            "x",
+            note,
+            failed=None if value is not None else "a workers run failed",
+        )
+    )
+
+
+# -- main ----------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short points, 1 and 64 connections (~2 min)")
+    parser.add_argument("--only", default="", help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--duration", type=float, help="measured seconds per point (default 8, quick 2)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per point (default 2, quick 1)")
+    parser.add_argument("--connections", help="comma-separated connection counts (default 1,8,64; quick 1,64)")
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "bench", help="shared/bench folder")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
+    parser.add_argument("--profile", action="store_true", help="py-spy the logreg server under load")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (models, logs)")
+    args = parser.parse_args(argv)
+    args.duration = args.duration or (2.0 if args.quick else 8.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    args.conns = [int(c) for c in (args.connections or ("1,64" if args.quick else "1,8,64")).split(",")]
+    args.cold_runs = 3
+    args.floor_calls = 300 if args.quick else 2000
+    args.shared = args.shared.resolve()
+    wanted = {s.strip() for s in args.only.split(",") if s.strip()} or set(SECTIONS)
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    args.wanted = wanted
+    for needed in ("reference_server.py", "asgi_ceiling.py"):
+        if not (args.shared / needed).exists():
+            parser.error(f"{args.shared / needed} not found: give the shared/bench folder with --shared")
+    return args
+
+
+def needed_models(wanted: set[str]) -> list[str]:
+    names = {m for m in MODEL_NAMES if m in wanted}
+    chosen = sorted(names, key=MODEL_NAMES.index) or list(MODEL_NAMES)
+    if "invalid" in wanted:
+        names.add("forest")
+    if wanted & {"rows", "oip", "workers"}:
+        names.add("logreg")
+    if wanted & {"floor", "cold"}:
+        names.update(chosen)
+    return [m for m in MODEL_NAMES if m in names]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_wrk()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cores = len(os.sched_getaffinity(0))
+    server_core = int(os.environ.get("SERVER_CORE", "1")) if cores > 1 else None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+    work = Path(tempfile.mkdtemp(prefix="servekit-bench-"))
+    results = Results(
+        settings={
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.conns,
+            "server_core": server_core,
+            "wrk_core": wrk_core(),
+            "sections": sorted(args.wanted),
+            "loadavg_before": load_average(),
+        }
+    )
+    started = time.perf_counter()
+    wanted = args.wanted
+    model_sections = [m for m in MODEL_NAMES if m in wanted]
+    try:
+        with Processes() as procs:
+            ctx = Context(args, procs, work, results, args.conns, server_core)
+            for name in needed_models(wanted):
+                ctx.log(f"building {name}: train, joblib.dump, servekit pack --sample --trust")
+                try:
+                    ctx.models[name] = build_model(name, work)
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                    ctx.log(f"building {name}: FAILED {exc}")
+                    results.scalars.append(Scalar("build + servekit pack", name, None, "", failed=str(exc)))
+            chosen = [m for m in (model_sections or MODEL_NAMES) if m in ctx.models]
+            if "import" in wanted:
+                import_section(ctx)
+            if "cold" in wanted:
+                cold_section(ctx, chosen if not args.quick else chosen[-1:])
+            if "floor" in wanted:
+                floor_section(ctx, chosen)
+            if "ceiling" in wanted:
+                ceiling_session(ctx)
+            if "granian" in wanted:
+                granian_session(ctx)
+            for name in ctx.models:
+                servekit_session(ctx, name, wanted)
+                if name in wanted:
+                    reference_session(ctx, name)
+            if "workers" in wanted and "logreg" in ctx.models:
+                workers_section(ctx)
+    except KeyboardInterrupt:
+        print("interrupted: writing what was measured", file=sys.stderr)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    machine = machine_info()
+    text = render(results, machine, model_sections or list(MODEL_NAMES), args.conns)
+    text += f"\nTotal harness time: {time.perf_counter() - started:.0f} s.\n"
+    (args.out / "latest.md").write_text(text)
+    (args.out / "latest.json").write_text(json.dumps(to_json(results, machine), indent=2, default=str))
+    print()
+    print(text)
+    print(f"written: {args.out / 'latest.md'} and latest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,10 +16,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from servekit.errors import CorruptArtifact, InvalidManifest
+from servekit.errors import CorruptArtifact
 from servekit.prediction import Prediction
 from servekit.runtimes import register_runtime
-from servekit.runtimes.base import ModelDescription, Runtime, Task, import_optional
+from servekit.runtimes._boosted import BoostedTreesRuntime
+from servekit.runtimes.base import ModelDescription, import_optional
 from servekit.signature import Batch, Feature, Signature
 
 _MAGIC = re.compile(rb"tree\r?\nversion=v\d")
@@ -33,7 +34,7 @@ def looks_like_lightgbm(head: bytes) -> bool:
 
 
 @register_runtime
-class LightGBMRuntime(Runtime):
+class LightGBMRuntime(BoostedTreesRuntime):
     """A LightGBM Booster saved as a text model (`.txt`).
 
     The task comes from the objective (`binary`, `multiclass`, `multiclassova` are
@@ -49,9 +50,6 @@ class LightGBMRuntime(Runtime):
 
     def __init__(self, path: Path, options: dict[str, Any] | None = None) -> None:
         super().__init__(path, options)
-        self.booster: Any = None
-        self.objective: str | None = None
-        self._n_classes = 0
         self._predict_options: dict[str, Any] = {}
 
     @classmethod
@@ -75,15 +73,7 @@ class LightGBMRuntime(Runtime):
         if "intra_op_threads" in self.options:
             self._predict_options = {"num_threads": int(self.options["intra_op_threads"])}
         self.booster = booster
-        if self.classes is not None and self._n_classes and len(self.classes) != self._n_classes:
-            raise InvalidManifest(
-                f"the manifest lists {len(self.classes)} classes but {self.path.name} predicts {self._n_classes}",
-                hint="Fix `classes` in servekit.yaml",
-            )
-
-    @property
-    def _task(self) -> Task:
-        return "classification" if self._n_classes else "regression"
+        self._check_classes()
 
     def describe(self) -> ModelDescription:
         lgb = import_optional("lightgbm", "lightgbm")
@@ -102,23 +92,12 @@ class LightGBMRuntime(Runtime):
             extra={"objective": self.objective, "trees": int(self.booster.num_trees())},
         )
 
-    def _classes(self) -> list[Any]:
-        return list(self.classes) if self.classes is not None else list(range(self._n_classes))
-
     def predict(self, batch: Batch) -> Prediction:
         raw = np.asarray(self.booster.predict(batch, **self._predict_options), dtype="float64")
         if not self._n_classes:
             return Prediction(raw)
         probabilities = np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
-        classes = self._classes()
-        labels = np.asarray(classes)[probabilities.argmax(axis=1)]
-        return Prediction(labels, probabilities, classes)
-
-    def unload(self) -> None:
-        self.booster = None
-
-    def info(self) -> dict[str, Any]:
-        return {**super().info(), "objective": self.objective}
+        return self._labelled(probabilities)
 
 
 def _read_model(path: Path) -> tuple[str, dict[str, str]]:

@@ -15,10 +15,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from servekit.errors import CorruptArtifact, InvalidManifest
+from servekit.errors import CorruptArtifact
 from servekit.prediction import Prediction
 from servekit.runtimes import register_runtime
-from servekit.runtimes.base import ModelDescription, Runtime, Task, import_optional
+from servekit.runtimes._boosted import BoostedTreesRuntime
+from servekit.runtimes.base import ModelDescription, import_optional
 from servekit.signature import Batch, Feature, Signature
 
 _JSON_MODEL = re.compile(rb'\s*\{\s*"learner"\s*:')
@@ -35,7 +36,7 @@ def looks_like_xgboost(head: bytes) -> bool:
 
 
 @register_runtime
-class XGBoostRuntime(Runtime):
+class XGBoostRuntime(BoostedTreesRuntime):
     """An XGBoost Booster saved with `save_model` (`.ubj` or `.json`).
 
     The task comes from the objective (`binary:*`, `multi:*` are classifiers). XGBoost only
@@ -50,9 +51,6 @@ class XGBoostRuntime(Runtime):
 
     def __init__(self, path: Path, options: dict[str, Any] | None = None) -> None:
         super().__init__(path, options)
-        self.booster: Any = None
-        self.objective = ""
-        self._n_classes = 0
         self._iteration_range = (0, 0)
         self._sklearn = False
 
@@ -84,15 +82,7 @@ class XGBoostRuntime(Runtime):
         if "intra_op_threads" in self.options:
             booster.set_param({"nthread": int(self.options["intra_op_threads"])})
         self.booster = booster
-        if self.classes is not None and self._n_classes and len(self.classes) != self._n_classes:
-            raise InvalidManifest(
-                f"the manifest lists {len(self.classes)} classes but {self.path.name} predicts {self._n_classes}",
-                hint="Fix `classes` in servekit.yaml",
-            )
-
-    @property
-    def _task(self) -> Task:
-        return "classification" if self._n_classes else "regression"
+        self._check_classes()
 
     def describe(self) -> ModelDescription:
         xgb = import_optional("xgboost", "xgboost")
@@ -115,9 +105,6 @@ class XGBoostRuntime(Runtime):
             },
         )
 
-    def _classes(self) -> list[Any]:
-        return list(self.classes) if self.classes is not None else list(range(self._n_classes))
-
     def predict(self, batch: Batch) -> Prediction:
         margin = self.objective in _MARGIN_OBJECTIVES
         raw = self.booster.inplace_predict(
@@ -134,15 +121,7 @@ class XGBoostRuntime(Runtime):
             probabilities = np.column_stack([1 - p, p]).astype("float64")
         else:
             probabilities = _softmax(raw) if margin else raw.astype("float64")
-        classes = self._classes()
-        labels = np.asarray(classes)[probabilities.argmax(axis=1)]
-        return Prediction(labels, probabilities, classes)
-
-    def unload(self) -> None:
-        self.booster = None
-
-    def info(self) -> dict[str, Any]:
-        return {**super().info(), "objective": self.objective}
+        return self._labelled(probabilities)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -81,9 +81,7 @@ def test_registry_workflow_with_json_output(tmp_path: Path, home: Path) -> None:
     rolled = json.loads(run("rollback", "iris", "--alias", "production", "--json", home=home).stdout)
     assert rolled["version"] == 1
     versions = json.loads(run("models", "iris", "--json", home=home).stdout)
-    assert [(v["version"], v["aliases"]) for v in versions] == [(1, ["production"]), (2, [])] or [
-        (v["version"], v["aliases"]) for v in versions
-    ] == [(2, []), (1, ["production"])]
+    assert sorted((v["version"], v["aliases"]) for v in versions) == [(1, ["production"]), (2, [])]
     table = run("models", home=home)
     assert "iris" in table.stdout and "production" in table.stdout
     assert run("rm", "iris", "2", home=home).returncode == 0

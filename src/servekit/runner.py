@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ class Runner:
         self.in_flight = 0
         self._last_batch_jobs = 0
         self._carry: _Job | None = None
+        self._pending: list[_Job] = []  # fast models: requests waiting for the next loop turn
         self.cache = PredictionCache(self.settings.cache_size) if self.settings.cache_size else None
         self._predict_seconds = float("inf")  # unknown until measured: the first calls use the thread
 
@@ -67,6 +69,8 @@ class Runner:
 
     async def stop(self) -> None:
         """Finish queued work, then stop the worker and unload the model."""
+        while self._pending:
+            await asyncio.sleep(0)  # the loop batch in flight is answered within a turn
         if self._queue is not None:
             await self._queue.join()
         if self._worker is not None:
@@ -90,8 +94,11 @@ class Runner:
         return await self._infer(batch)
 
     async def _infer(self, batch: Batch) -> Prediction:
-        if self._queue is None and self._fast(_rows(batch)):
-            return self._predict(batch)
+        rows = _rows(batch)
+        if self._fast(rows):
+            if self._queue is None:
+                return self._predict(batch)
+            return await self._join_loop_batch(batch, rows)
         self.in_flight += 1
         try:
             if self._queue is None:
@@ -106,8 +113,6 @@ class Runner:
                     f"model {self.predictor.name} has {self.settings.max_queue} requests waiting",
                     hint="Retry after a moment",
                 ) from None
-            if self._fast(job.rows):
-                return await future  # answered within this loop turn or the next: no timer needed
             return await asyncio.wait_for(future, self.settings.timeout_s)
         except TimeoutError:
             raise PredictionTimeout(
@@ -115,6 +120,36 @@ class Runner:
             ) from None
         finally:
             self.in_flight -= 1
+
+    async def _join_loop_batch(self, batch: Batch, rows: int) -> Prediction:
+        """Fast models: requests that arrive in the same turn of the event loop are stacked and
+        predicted at the start of the next turn, on the loop itself (no thread, no timer: the
+        answer comes within one turn)."""
+        if len(self._pending) >= self.settings.max_queue:
+            raise Overloaded(
+                f"model {self.predictor.name} has {self.settings.max_queue} requests waiting",
+                hint="Retry after a moment",
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Prediction] = loop.create_future()
+        self._pending.append(_Job(batch, rows, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        limit = self.settings.max_batch_size
+        start = 0
+        while start < len(pending):
+            chunk, rows = [pending[start]], pending[start].rows
+            start += 1
+            while start < len(pending) and rows + pending[start].rows <= limit:
+                rows += pending[start].rows
+                chunk.append(pending[start])
+                start += 1
+            self._last_batch_jobs = len(chunk)
+            _settle(chunk, self._predict)
 
     def _fast(self, rows: int) -> bool:
         """A model whose calls take less than `inline_below_ms` runs on the event loop: a thread
@@ -173,31 +208,47 @@ class Runner:
                     self._queue.task_done()
 
     async def _run(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
-        fast = self._fast(sum(j.rows for j in jobs))
-        try:
-            if len(jobs) == 1:
-                batch = jobs[0].batch
-                results = [
-                    self._predict(batch) if fast else await loop.run_in_executor(self._executor, self._predict, batch)
-                ]
-            else:
-                stacked = _stack([j.batch for j in jobs])
-                if fast:
-                    whole = self._predict(stacked)
-                else:
-                    whole = await loop.run_in_executor(self._executor, self._predict, stacked)
-                results, start = [], 0
-                for job in jobs:
-                    results.append(whole.take(start, start + job.rows))
-                    start += job.rows
-        except Exception as exc:
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+        if self._fast(sum(j.rows for j in jobs)):
+            _settle(jobs, self._predict)
             return
-        for job, result in zip(jobs, results, strict=True):
-            if not job.future.done():
-                job.future.set_result(result)
+        stacked = jobs[0].batch if len(jobs) == 1 else _stack([j.batch for j in jobs])
+        try:
+            whole = await loop.run_in_executor(self._executor, self._predict, stacked)
+        except Exception as exc:
+            _fail(jobs, exc)
+            return
+        _deliver(jobs, whole)
+
+
+def _settle(jobs: list[_Job], predict: Callable[[Batch], Prediction]) -> None:
+    """Predict the jobs as one batch, now, and answer each its own rows."""
+    live = [j for j in jobs if not j.future.done()]  # callers that gave up are skipped
+    if not live:
+        return
+    try:
+        whole = predict(live[0].batch if len(live) == 1 else _stack([j.batch for j in live]))
+    except Exception as exc:
+        _fail(live, exc)
+        return
+    _deliver(live, whole)
+
+
+def _deliver(jobs: list[_Job], whole: Prediction) -> None:
+    if len(jobs) == 1:
+        if not jobs[0].future.done():
+            jobs[0].future.set_result(whole)
+        return
+    start = 0
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_result(whole.take(start, start + job.rows))
+        start += job.rows
+
+
+def _fail(jobs: list[_Job], exc: Exception) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(exc)
 
 
 def _rows(batch: Batch) -> int:

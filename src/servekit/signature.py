@@ -32,6 +32,7 @@ Batch = Any  # np.ndarray | pandas.DataFrame, kept loose so pandas stays a lazy 
 
 _SHOWN_NAMES = 8
 _PLAIN_NUMBERS = (float, int)
+_PLAIN_NUMBER_TYPES = frozenset(_PLAIN_NUMBERS)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,17 @@ class Signature:
     def batch(self, payload: Any) -> Batch:
         """Any accepted shape: one row (list or mapping) or many rows (list of lists/mappings)."""
         if type(payload) is list and payload and type(payload[0]) in _PLAIN_NUMBERS:
-            return self.batch_from_rows([payload])  # the common case: one JSON row of numbers
+            # The common case, one JSON row of plain numbers, without the general checks.
+            if (
+                self.input_kind == "array"
+                and self.row_shape is None
+                and len(payload) == len(self.features)
+                and set(map(type, payload)) <= _PLAIN_NUMBER_TYPES
+            ):
+                row = np.array(payload, dtype=self.array_dtype).reshape(1, -1)
+                if self.allow_nan or np.isfinite(row).all():
+                    return row
+            return self.batch_from_rows([payload])
         if isinstance(payload, Mapping):
             return self.batch_from_records([payload])
         if isinstance(payload, np.ndarray):

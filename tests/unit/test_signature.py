@@ -339,3 +339,18 @@ def test_tensor_row_shape_rejections(payload: Any, expected: str) -> None:
 
 def test_tensor_rejects_booleans_among_numbers() -> None:
     assert message(TENSOR, [[[1, 2], [3, True]]]) == "row 0, feature 'x3': expected a number, got boolean true"
+
+
+def test_one_row_of_plain_numbers_takes_the_short_way_with_the_same_checks() -> None:
+    signature = Signature.positional(3)
+    row = signature.batch([1, 2.5, 3])
+    assert row.dtype == np.float64 and row.tolist() == [[1.0, 2.5, 3.0]]
+    with pytest.raises(InvalidInput, match="NaN and Infinity"):
+        signature.batch([1.0, math.nan, 3.0])
+    with pytest.raises(InvalidInput, match="boolean"):
+        signature.batch([1.0, True, 3.0])
+    with pytest.raises(InvalidInput, match="each row must have 3 values"):
+        signature.batch([1.0, 2.0])
+    lenient = Signature.positional(3, allow_nan=True, array_dtype="float32")
+    kept = lenient.batch([1.0, math.nan, 3.0])
+    assert kept.dtype == np.float32 and math.isnan(kept[0, 1])

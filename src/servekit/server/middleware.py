@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -20,8 +21,13 @@ def accepted_request_id(value: bytes) -> str | None:
 
 
 def new_request_id() -> str:
-    """A random 128-bit id as 32 hex characters."""
-    return os.urandom(16).hex()
+    """A 32-hex-character id, unique across processes: a random prefix drawn once per process
+    and a counter (no system call per request)."""
+    return f"{_PREFIX}{next(_COUNTER):016x}"
+
+
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count(1)
 
 
 class RequestIdMiddleware:

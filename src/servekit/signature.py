@@ -321,9 +321,16 @@ def _has_bool(rows: Sequence[Any], ndim: int) -> bool:
 
 
 def _flatten(row: Any) -> list[Any]:
+    if type(row) is list:  # JSON rows: plain lists, checked without the ABC machinery
+        if not any(type(item) is list for item in row):
+            return row
+        out: list[Any] = []
+        for item in row:
+            out.extend(_flatten(item) if type(item) is list else [item])
+        return out
     if _is_scalar(row) or isinstance(row, Mapping):
         return [row]
-    out: list[Any] = []
+    out = []
     for item in row:
         out.extend(_flatten(item))
     return out

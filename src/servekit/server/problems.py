@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any
 
@@ -36,10 +37,16 @@ def problem_response(
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+@lru_cache(maxsize=64)
+def problem_type(title: str) -> str:
+    """The problem's `type` URI, from its title (a handful of titles: computed once each)."""
+    return PROBLEM_TYPE_BASE + _SLUG.sub("-", title.lower()).strip("-")
+
+
 def problem_body(instance: str, status: int, title: str, detail: str, request_id: str | None = None) -> bytes:
     """The JSON of a problem document."""
     body = {
-        "type": PROBLEM_TYPE_BASE + _SLUG.sub("-", title.lower()).strip("-"),
+        "type": problem_type(title),
         "title": title,
         "status": status,
         "detail": detail,

@@ -150,13 +150,23 @@ class Signature:
         if self.input_kind == "frame":
             self._check_row_widths(rows)
             return self._frame({f.name: [row[i] for row in rows] for i, f in enumerate(self.features)})
+        types = _flat_value_types(rows) if self.row_shape is None else None
+        if types is not None:  # JSON rows of scalars: check the types once, convert once
+            if not types <= _PLAIN_NUMBER_TYPES:
+                self._raise_first_bad_value(rows)  # returns only for numbers and allowed nulls
+            try:
+                array = np.asarray(rows, dtype="float64")
+            except ValueError:
+                self._check_row_widths(rows)  # ragged rows give the precise message
+                raise InvalidInput("rows must all have the same nested shape") from None
+            return self.batch_from_array(array)
         try:
             array = np.asarray(rows)
         except ValueError:
             self._check_row_widths(rows)  # ragged rows give the precise message
             raise InvalidInput("rows must all have the same nested shape") from None
         if array.dtype.kind in "USO" or array.dtype == bool or _has_bool(rows, array.ndim):
-            self._raise_first_bad_value(rows)  # returns only for numbers and allowed nulls
+            self._raise_first_bad_value(rows)
             array = np.asarray(rows, dtype="float64")
         return self.batch_from_array(array)
 
@@ -263,6 +273,7 @@ class Signature:
                 )
 
     def _raise_first_bad_value(self, rows: Sequence[Any]) -> None:
+        """Raise for the first value that is not a number (or a null the model accepts)."""
         self._check_row_widths(rows)
         for number, row in enumerate(rows):
             for col, value in enumerate(_flatten(row)):
@@ -277,9 +288,7 @@ class Signature:
                     raise InvalidInput(
                         f"row {number}, feature {self._name_at(col)!r}: expected a number, got {_kind(value)}"
                     )
-        if self.allow_nan:
-            return  # only numbers and nulls: the caller converts nulls to NaN
-        raise InvalidInput("features must be numbers")
+        # Only numbers (and allowed nulls): the caller converts them, nulls to NaN.
 
     def _raise_name_mismatch(self, number: int | None, given: Mapping[str, Any]) -> None:
         missing = [n for n in self._index if n not in given]
@@ -311,6 +320,14 @@ def _is_number(value: Any) -> bool:
 
 def _is_scalar(value: Any) -> bool:
     return not isinstance(value, Sequence | np.ndarray | Mapping) or isinstance(value, str | bytes)
+
+
+def _flat_value_types(rows: Sequence[Any]) -> set[type] | None:
+    """The types of the values of rows that are plain lists of scalars, else `None`."""
+    if not all(type(row) is list for row in rows):
+        return None
+    types = set(map(type, chain.from_iterable(rows)))
+    return None if list in types or dict in types else types
 
 
 def _has_bool(rows: Sequence[Any], ndim: int) -> bool:

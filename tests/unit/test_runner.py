@@ -270,69 +270,42 @@ def test_without_batching_runtime_errors_are_raised(predictor: Predictor) -> Non
     run(RunnerSettings(batching=False), predictor, scenario)
 
 
-def test_fast_models_run_inline_on_the_event_loop(predictor: Predictor) -> None:
+def on_the_loop(predictor: Predictor, settings: RunnerSettings, sizes: list[int]) -> list[tuple[int, bool]]:
+    """Run one request per size in turn: (rows, predicted on the event loop's thread) per call."""
     import threading
 
-    threads: list[str] = []
+    calls: list[tuple[int, bool]] = []
     original = predictor.predict_batch
 
     def recording(batch):
-        threads.append(threading.current_thread().name)
+        calls.append((len(batch), threading.current_thread() is threading.main_thread()))
         return original(batch)
 
     predictor.predict_batch = recording  # type: ignore[method-assign]
-    batch = distinct_batches(predictor, [1])[0]
+    batches = distinct_batches(predictor, sizes)
 
     async def scenario(runner: Runner) -> None:
-        for _ in range(3):
+        for batch in batches:
             await runner.infer(batch)
 
-    run(RunnerSettings(inline_below_ms=1000), predictor, scenario)
-    assert threads[0].startswith("servekit-")  # unmeasured: the first call goes to the model's thread
-    assert threads[1:] == [threading.main_thread().name] * 2  # measured fast: no hand-off
+    run(settings, predictor, scenario)
+    return calls
+
+
+def test_fast_models_run_inline_on_the_event_loop(predictor: Predictor) -> None:
+    # Unmeasured, the first call goes to the model's thread; measured fast, no hand-off.
+    calls = on_the_loop(predictor, RunnerSettings(inline_below_ms=1000), [1, 1, 1])
+    assert calls == [(1, False), (1, True), (1, True)]
 
 
 def test_inline_is_off_when_disabled(predictor: Predictor) -> None:
-    import threading
-
-    threads: list[str] = []
-    original = predictor.predict_batch
-
-    def recording(batch):
-        threads.append(threading.current_thread().name)
-        return original(batch)
-
-    predictor.predict_batch = recording  # type: ignore[method-assign]
-    batch = distinct_batches(predictor, [1])[0]
-
-    async def scenario(runner: Runner) -> None:
-        for _ in range(3):
-            await runner.infer(batch)
-
-    run(RunnerSettings(inline_below_ms=0), predictor, scenario)
-    assert all(name.startswith("servekit-") for name in threads)
+    calls = on_the_loop(predictor, RunnerSettings(inline_below_ms=0), [1, 1, 1])
+    assert calls == [(1, False)] * 3
 
 
 def test_a_request_bigger_than_a_batch_never_runs_on_the_event_loop(predictor: Predictor) -> None:
-    import threading
-
-    threads: list[tuple[int, str]] = []
-    original = predictor.predict_batch
-
-    def recording(batch):
-        threads.append((len(batch), threading.current_thread().name))
-        return original(batch)
-
-    predictor.predict_batch = recording  # type: ignore[method-assign]
-    small, big = distinct_batches(predictor, [1, 9])
-
-    async def scenario(runner: Runner) -> None:
-        for batch in (small, small, big, small):
-            await runner.infer(batch)
-
-    run(RunnerSettings(inline_below_ms=1000, max_batch_size=4), predictor, scenario)
-    main = threading.main_thread().name
-    assert [(rows, name == main) for rows, name in threads] == [(1, False), (1, True), (9, False), (1, True)]
+    calls = on_the_loop(predictor, RunnerSettings(inline_below_ms=1000, max_batch_size=4), [1, 1, 9, 1])
+    assert calls == [(1, False), (1, True), (9, False), (1, True)]
 
 
 def test_prediction_cache_answers_repeated_rows_without_the_model(predictor: Predictor) -> None:

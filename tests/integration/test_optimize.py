@@ -26,6 +26,7 @@ from servekit.optimize.converters import converter_for
 from servekit.packing import pack
 from tests.integration.cases import (
     MadeModel,
+    estimator_classifier,
     keras_models,
     lightgbm_models,
     onnx_models,
@@ -41,14 +42,14 @@ def gradient_boosting_pipeline(tmp: Path) -> MadeModel:
     X, y = load_breast_cancer(return_X_y=True)
     model = make_pipeline(StandardScaler(), GradientBoostingClassifier(n_estimators=20, random_state=0)).fit(X, y)
     joblib.dump(model, tmp / "boosting.joblib")
-    return sklearn_models._classifier(model, X, tmp / "boosting.joblib")
+    return estimator_classifier(model, X[:25], tmp / "boosting.joblib")
 
 
 def forest_100_iris(tmp: Path) -> MadeModel:
     X, y = load_iris(return_X_y=True)
     model = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
     joblib.dump(model, tmp / "forest.joblib")
-    return sklearn_models._classifier(model, X, tmp / "forest.joblib")
+    return estimator_classifier(model, X[:25], tmp / "forest.joblib")
 
 
 # (id, factory, needs trust, converter library, required module)

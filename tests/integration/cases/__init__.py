@@ -44,6 +44,17 @@ class ModelCase:
     """Importable modules the case needs (e.g. "torch"); the test is skipped without them."""
 
 
+def estimator_classifier(model: Any, rows: Any, path: Path) -> MadeModel:
+    """A classifier with the sklearn API saved at `path`: what the original predicts on `rows`."""
+    return MadeModel(
+        path=path,
+        inputs=rows,
+        expected_outputs=np.asarray(model.predict(rows)),
+        expected_probabilities=np.asarray(model.predict_proba(rows), dtype="float64"),
+        classes=np.asarray(model.classes_).tolist(),
+    )
+
+
 def all_cases() -> list[ModelCase]:
     cases: list[ModelCase] = []
     for module in pkgutil.iter_modules(__path__):

@@ -17,7 +17,7 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from tests.integration.cases import MadeModel, ModelCase
+from tests.integration.cases import MadeModel, ModelCase, estimator_classifier
 
 ROWS = 25
 
@@ -32,21 +32,11 @@ def save_onnx(model: Any, sample: Any, path: Path, zipmap: bool | None = False) 
     return path
 
 
-def _classifier(model: Any, rows: Any, path: Path) -> MadeModel:
-    return MadeModel(
-        path=path,
-        inputs=rows,
-        expected_outputs=np.asarray(model.predict(rows)),
-        expected_probabilities=np.asarray(model.predict_proba(rows), dtype="float64"),
-        classes=np.asarray(model.classes_).tolist(),
-    )
-
-
 def iris_forest(tmp: Path) -> MadeModel:
     X, y = load_iris(return_X_y=True)
     X = X.astype(np.float32)
     model = RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0).fit(X, y)
-    return _classifier(model, X[::6][:ROWS], save_onnx(model, X[:1], tmp / "iris.onnx"))
+    return estimator_classifier(model, X[::6][:ROWS], save_onnx(model, X[:1], tmp / "iris.onnx"))
 
 
 def iris_species_zipmap(tmp: Path) -> MadeModel:
@@ -55,7 +45,7 @@ def iris_species_zipmap(tmp: Path) -> MadeModel:
     X = data.data.astype(np.float32)
     labels = np.asarray(data.target_names)[data.target]
     model = RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0).fit(X, labels)
-    return _classifier(model, X[::6][:ROWS], save_onnx(model, X[:1], tmp / "species.onnx", zipmap=True))
+    return estimator_classifier(model, X[::6][:ROWS], save_onnx(model, X[:1], tmp / "species.onnx", zipmap=True))
 
 
 def cancer_forest(tmp: Path) -> MadeModel:
@@ -65,7 +55,7 @@ def cancer_forest(tmp: Path) -> MadeModel:
     # float64 whenever p(1) is not exact. Fully grown trees (pure leaves) and 8 of them keep every
     # probability a multiple of 1/8, exact in float32, so the comparison stays strict.
     model = RandomForestClassifier(n_estimators=8, random_state=0).fit(X, y)
-    return _classifier(model, X[:ROWS], save_onnx(model, X[:1], tmp / "cancer.onnx"))
+    return estimator_classifier(model, X[:ROWS], save_onnx(model, X[:1], tmp / "cancer.onnx"))
 
 
 def diabetes_forest(tmp: Path) -> MadeModel:
@@ -96,7 +86,7 @@ def iris_column_transformer(tmp: Path) -> MadeModel:
     )
     model = make_pipeline(pre, RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0)).fit(frame, y)
     rows = frame.iloc[::6].iloc[:ROWS].reset_index(drop=True)
-    return _classifier(model, rows, save_onnx(model, frame.iloc[:1], tmp / "tabular.onnx"))
+    return estimator_classifier(model, rows, save_onnx(model, frame.iloc[:1], tmp / "tabular.onnx"))
 
 
 _REQUIRES = ("onnxruntime", "skl2onnx")

@@ -15,32 +15,25 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from tests.integration.cases import MadeModel, ModelCase
+from tests.integration.cases import MadeModel, ModelCase, estimator_classifier
 
 
-def _classifier(model, X, path: Path) -> MadeModel:
-    rows = X[:25] if isinstance(X, np.ndarray) else X.iloc[:25]
-    return MadeModel(
-        path=path,
-        inputs=rows,
-        expected_outputs=np.asarray(model.predict(rows)),
-        expected_probabilities=np.asarray(model.predict_proba(rows)),
-        classes=np.asarray(model.classes_).tolist(),
-    )
+def _first(X):
+    return X[:25] if isinstance(X, np.ndarray) else X.iloc[:25]
 
 
 def forest_joblib(tmp: Path) -> MadeModel:
     X, y = load_iris(return_X_y=True)
     model = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
     joblib.dump(model, tmp / "forest.joblib")
-    return _classifier(model, X, tmp / "forest.joblib")
+    return estimator_classifier(model, _first(X), tmp / "forest.joblib")
 
 
 def scaled_logistic_compressed(tmp: Path) -> MadeModel:
     X, y = load_breast_cancer(return_X_y=True)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
     joblib.dump(model, tmp / "cancer.joblib", compress=3)
-    return _classifier(model, X, tmp / "cancer.joblib")
+    return estimator_classifier(model, _first(X), tmp / "cancer.joblib")
 
 
 def string_labels_pickle(tmp: Path) -> MadeModel:
@@ -49,7 +42,7 @@ def string_labels_pickle(tmp: Path) -> MadeModel:
     model = LogisticRegression(max_iter=500).fit(data.data, labels)
     with (tmp / "species.pkl").open("wb") as handle:
         pickle.dump(model, handle)
-    return _classifier(model, data.data, tmp / "species.pkl")
+    return estimator_classifier(model, _first(data.data), tmp / "species.pkl")
 
 
 def boosting_regressor_pickle(tmp: Path) -> MadeModel:
@@ -80,7 +73,7 @@ def column_transformer_joblib(tmp: Path) -> MadeModel:
     )
     model = make_pipeline(pre, LogisticRegression(max_iter=500)).fit(frame, y)
     joblib.dump(model, tmp / "tabular.joblib")
-    return _classifier(model, frame, tmp / "tabular.joblib")
+    return estimator_classifier(model, _first(frame), tmp / "tabular.joblib")
 
 
 def pipeline_skops(tmp: Path) -> MadeModel:
@@ -89,7 +82,7 @@ def pipeline_skops(tmp: Path) -> MadeModel:
     X, y = load_iris(return_X_y=True)
     model = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=5, random_state=0)).fit(X, y)
     sio.dump(model, tmp / "iris.skops")
-    return _classifier(model, X, tmp / "iris.skops")
+    return estimator_classifier(model, _first(X), tmp / "iris.skops")
 
 
 CASES = [

@@ -8,21 +8,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
-from tests.integration.cases import MadeModel, ModelCase
+from tests.integration.cases import MadeModel, ModelCase, estimator_classifier
 
 ROWS = 25
 _SMALL = {"n_estimators": 5, "max_depth": 3, "n_jobs": 1}
-
-
-def _classifier(model, X: np.ndarray, path: Path) -> MadeModel:
-    rows = X[::6][:ROWS]
-    return MadeModel(
-        path=path,
-        inputs=rows,
-        expected_outputs=np.asarray(model.predict(rows)),
-        expected_probabilities=np.asarray(model.predict_proba(rows), dtype="float64"),
-        classes=np.asarray(model.classes_).tolist(),
-    )
 
 
 def iris_classifier_ubj(tmp: Path) -> MadeModel:
@@ -31,7 +20,7 @@ def iris_classifier_ubj(tmp: Path) -> MadeModel:
     X, y = load_iris(return_X_y=True)
     model = xgb.XGBClassifier(**_SMALL).fit(X, y)
     model.save_model(tmp / "iris.ubj")
-    return _classifier(model, X, tmp / "iris.ubj")
+    return estimator_classifier(model, X[::6][:ROWS], tmp / "iris.ubj")
 
 
 def cancer_classifier_json(tmp: Path) -> MadeModel:
@@ -40,7 +29,7 @@ def cancer_classifier_json(tmp: Path) -> MadeModel:
     X, y = load_breast_cancer(return_X_y=True)
     model = xgb.XGBClassifier(**_SMALL).fit(X, y)
     model.save_model(tmp / "cancer.json")
-    return _classifier(model, X, tmp / "cancer.json")
+    return estimator_classifier(model, X[::6][:ROWS], tmp / "cancer.json")
 
 
 def diabetes_regressor_ubj(tmp: Path) -> MadeModel:

@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: install run test lint format bench clean
+.PHONY: install system-tools run test lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,11 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/servekit demo --host $(HOST) --port $(PORT)
 
-test: install
+# chromium and promtool, from Debian's packages, for the tests that check the drift report and alert rules.
+system-tools:
+	./scripts/ensure-system-tools
+
+test: install system-tools
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest
 

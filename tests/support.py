@@ -117,7 +117,8 @@ class ServerProcess:
         return httpx.Client(base_url=self.url, timeout=10, **kwargs)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def terminate(self, timeout: float = 30) -> int:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from servekit.circuit import OPEN
 from servekit.errors import (
     InvalidInput,
     ModelNotFound,
@@ -23,6 +24,7 @@ from servekit.errors import (
     ServekitError,
     VersionNotFound,
 )
+from servekit.monitoring.context import CURRENT
 from servekit.prediction import Prediction
 from servekit.predictor import Predictor
 from servekit.runner import Runner
@@ -54,6 +56,13 @@ class ServedModel:
         return self.runner.predictor.name if self.runner else self.source.name
 
     @property
+    def status(self) -> str:
+        """`state`, or `unavailable` while the served version's circuit is open."""
+        if self.state == "ready" and self.runner is not None and self.runner.circuit.state == OPEN:
+            return "unavailable"
+        return self.state
+
+    @property
     def predictor(self) -> Predictor:
         if self.runner is None:
             raise ModelNotReady(f"model {self.source.name} is {self.state}", hint=self.error)
@@ -63,9 +72,11 @@ class ServedModel:
 class DataPlane:
     """Loads the configured models and routes predictions to their runners."""
 
-    def __init__(self, settings: Settings, registry: Any | None = None) -> None:
+    def __init__(self, settings: Settings, registry: Any | None = None, *, monitor: Any | None = None) -> None:
         self.settings = settings
         self._registry = registry
+        self.monitor = monitor
+        """A `servekit.monitoring.Monitor` told about every model loaded and prediction made."""
         self.models: dict[str, ServedModel] = {}
         for text in settings.models:
             source = parse_source(text)
@@ -101,11 +112,14 @@ class DataPlane:
         for model in self.models.values():
             if model.runner is not None:
                 await model.runner.stop()
+                if self.monitor is not None:
+                    self.monitor.unwatch(model.runner)
                 model.runner = None
 
     @property
     def ready(self) -> bool:
-        return bool(self.models) and all(m.state == "ready" for m in self.models.values())
+        """Every model is loaded and none has its circuit open."""
+        return bool(self.models) and all(m.status == "ready" for m in self.models.values())
 
     # -- lookup -------------------------------------------------------------------------------
     def model(self, name: str) -> ServedModel:
@@ -138,6 +152,10 @@ class DataPlane:
                 f"model {name!r} has no version or alias {str(version)!r} served here",
                 hint=f"Served: {', '.join(sorted(self._names_of(model)))}",
             )
+        ctx = CURRENT.get()
+        if ctx is not None:  # the request's model and version, for its metrics and access log
+            predictor = model.runner.predictor
+            ctx.model, ctx.version = predictor.name, "" if predictor.version is None else str(predictor.version)
         return model.runner
 
     @staticmethod
@@ -164,7 +182,16 @@ class DataPlane:
                 f"the request has {rows} rows; this server accepts at most {self.settings.max_rows}",
                 hint="Split it into smaller requests or use `servekit score` for files",
             )
-        return await runner.infer(batch)
+        monitor = self.monitor
+        if monitor is None:
+            return await runner.infer(batch)
+        started = time.perf_counter()
+        prediction = await runner.infer(batch)
+        ctx = CURRENT.get()
+        if ctx is not None:
+            ctx.rows += rows
+        monitor.predicted(runner, batch, prediction, time.perf_counter() - started, ctx)
+        return prediction
 
     # -- loading ------------------------------------------------------------------------------
     async def _load_all(self) -> None:
@@ -192,9 +219,13 @@ class DataPlane:
         gc.freeze()
 
     async def _open(self, source: ModelSource) -> Runner:
+        started = time.perf_counter()
         predictor = await asyncio.to_thread(source.load, self.settings, lambda: self.registry)
         runner = Runner(predictor, self.settings.runner)
         await runner.start()
+        if self.monitor is not None:
+            self.monitor.model_loaded(predictor.name, predictor.version, time.perf_counter() - started)
+            self.monitor.watch(runner)
         return runner
 
     async def _watch(self) -> None:
@@ -228,4 +259,6 @@ class DataPlane:
         model.history.append({"from": current, "to": target.version, "at": time.time()})
         if old is not None:
             await old.stop()  # drains what the old version already accepted
+            if self.monitor is not None:
+                self.monitor.unwatch(old)
         logger.info("model %s now served by version %s", model.name, target.version)

@@ -34,6 +34,7 @@ from http import HTTPStatus
 
 __all__ = [
     "ArtifactError",
+    "CircuitOpen",
     "Conflict",
     "CorruptArtifact",
     "InvalidInput",
@@ -231,6 +232,12 @@ class Overloaded(ServekitError):
     def __init__(self, message: str, *, hint: str | None = None, retry_after: int = 1) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
+
+
+class CircuitOpen(Overloaded):
+    """The model failed repeatedly: requests get a fast 503 until a probe succeeds."""
+
+    title = "Model unavailable"
 
 
 class PredictionTimeout(ServekitError):

@@ -11,6 +11,8 @@ average):
 At low load a request never waits for company; under load batches grow by themselves, up to
 `max_batch_size` rows (a bigger request always goes to the thread). A full queue answers
 `Overloaded` (503 + Retry-After) at once and a request that takes too long `PredictionTimeout` (504).
+Repeated failures open the model's circuit breaker (`servekit.circuit`): fast 503s until a probe
+succeeds.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from servekit.cache import PredictionCache
-from servekit.errors import Overloaded, PredictionTimeout
+from servekit.circuit import CircuitBreaker
+from servekit.errors import Overloaded, PredictionFailed, PredictionTimeout
 from servekit.prediction import Prediction
 from servekit.predictor import Predictor
 from servekit.settings import RunnerSettings
@@ -63,6 +66,11 @@ class Runner:
         self._pending: list[_Job] = []  # fast models: requests waiting for the next loop turn
         self.cache = PredictionCache(self.settings.cache_size) if self.settings.cache_size else None
         self._predict_seconds = float("inf")  # unknown until measured: the first calls use the thread
+        self.circuit = CircuitBreaker(
+            predictor.name, failures=self.settings.circuit_failures, reset_after_s=self.settings.circuit_reset_s
+        )
+        self.on_call: Callable[[int, float], None] | None = None
+        """Told the rows and seconds of every predict call (the monitor's batch-size and latency metrics)."""
 
     @property
     def queue_depth(self) -> int:
@@ -88,7 +96,31 @@ class Runner:
         self.predictor.close()
 
     async def infer(self, batch: Batch) -> Prediction:
-        """Predict on a validated batch, within the configured timeout (or from the cache)."""
+        """Predict on a validated batch, within the configured timeout (or from the cache), unless
+        the circuit is open."""
+        if not self.circuit.state:
+            try:
+                found = await self._cached_infer(batch)
+            except (PredictionFailed, PredictionTimeout):
+                self.circuit.failure()
+                raise
+            if self.circuit.failures:
+                self.circuit.success()
+            return found
+        probe = self.circuit.allow()
+        try:
+            found = await self._cached_infer(batch)
+        except (PredictionFailed, PredictionTimeout):
+            self.circuit.failure(probe)
+            raise
+        except BaseException:
+            if probe:
+                self.circuit.release_probe()
+            raise
+        self.circuit.success(probe)
+        return found
+
+    async def _cached_infer(self, batch: Batch) -> Prediction:
         if self.cache is not None:
             key = self.cache.key(batch)
             if key is not None:
@@ -174,6 +206,8 @@ class Runner:
                 self._predict_seconds = elapsed
             else:
                 self._predict_seconds += _SMOOTHING * (elapsed - self._predict_seconds)
+            if self.on_call is not None:
+                self.on_call(len(batch), elapsed)
 
     async def _work(self) -> None:
         assert self._queue is not None

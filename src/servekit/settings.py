@@ -7,7 +7,7 @@ Settings are passed into `create_app(...)`; nothing reads them from a global.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servekit.errors import InvalidInput
 
-__all__ = ["RunnerSettings", "Settings", "load_settings"]
+__all__ = ["PredictionLogSettings", "RunnerSettings", "Settings", "load_settings"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -27,6 +27,7 @@ DEFAULT_INLINE_BELOW_MS = 0.3
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_RELOAD_INTERVAL_S = 2.0
+DEFAULT_LATENCY_BUDGET_MS = 100.0
 
 
 class RunnerSettings(BaseModel):
@@ -50,6 +51,31 @@ class RunnerSettings(BaseModel):
     inline_below_ms: float = Field(DEFAULT_INLINE_BELOW_MS, ge=0)
     """Models whose predict calls take less than this (moving average) run on the event loop
     itself: a thread hand-off would cost more than the prediction. 0 disables it."""
+    circuit_failures: int = Field(5, ge=1)
+    """Consecutive failed predictions that open the model's circuit (fast 503s, not ready)."""
+    circuit_reset_s: float = Field(10.0, gt=0)
+    """How long an open circuit waits before letting one probe request through."""
+
+
+class PredictionLogSettings(BaseModel):
+    """The durable log of every prediction (inputs, outputs, version, latency, request id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    url: str | None = None
+    """SQLAlchemy database URL; default: the registry database (`{home}/registry.db`). Use one
+    PostgreSQL URL for several replicas."""
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    """Share of predictions logged (1: all of them)."""
+    retention_days: float | None = Field(30.0, gt=0)
+    """Rows older than this are deleted (none: keep everything)."""
+    max_pending: int = Field(100_000, ge=1)
+    """Rows kept in memory while the database is slow or unreachable; beyond, rows are counted lost."""
+    batch_size: int = Field(500, ge=1)
+    """Rows written per transaction."""
+    flush_interval_s: float = Field(1.0, gt=0)
+    """Longest a row waits before it is written."""
 
 
 class Settings(BaseSettings):
@@ -80,7 +106,17 @@ class Settings(BaseSettings):
     docs: bool = True
     """Serve the interactive API documentation at /docs."""
     log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"
+    """servekit's log lines, including the one access-log line per request, as JSON or plain text."""
+    access_log: bool = True
+    """One log line per request: request id, route, status, latency, model, version, rows."""
+    metrics: bool = True
+    """Serve Prometheus metrics at /metrics."""
+    latency_budgets_ms: dict[str, float] = Field(default_factory=lambda: {"default": DEFAULT_LATENCY_BUDGET_MS})
+    """Latency budget per route template (e.g. `/v1/models/{name}/predict`) or `default`;
+    requests over budget are counted in `servekit_requests_over_budget_total`."""
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

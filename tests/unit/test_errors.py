@@ -10,6 +10,7 @@ import pytest
 from servekit import errors
 from servekit.errors import (
     ArtifactError,
+    CircuitOpen,
     Conflict,
     CorruptArtifact,
     InvalidInput,
@@ -56,6 +57,7 @@ STATUSES: dict[type[ServekitError], int] = {
     RegistryError: 500,
     ModelNotReady: 503,
     Overloaded: 503,
+    CircuitOpen: 503,
     PredictionTimeout: 504,
     PredictionFailed: 500,
 }
@@ -90,7 +92,7 @@ def test_public_message_of_4xx_is_the_detail(cls: type[ServekitError]) -> None:
 
 
 HIDDEN_5XX = [ServekitError, MissingDependency, RegistryError, PredictionFailed]
-EXPOSED_5XX = [ModelNotReady, Overloaded, PredictionTimeout]  # messages written for clients
+EXPOSED_5XX = [ModelNotReady, Overloaded, CircuitOpen, PredictionTimeout]  # messages written for clients
 
 
 def test_every_5xx_class_is_classified() -> None:

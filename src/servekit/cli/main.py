@@ -27,7 +27,13 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-_COMMAND_MODULES = ("servekit.cli.pack", "servekit.cli.registry", "servekit.cli.serve", "servekit.cli.optimize")
+_COMMAND_MODULES = (
+    "servekit.cli.pack",
+    "servekit.cli.registry",
+    "servekit.cli.serve",
+    "servekit.cli.optimize",
+    "servekit.cli.logs",
+)
 EXIT_USAGE = 2
 
 

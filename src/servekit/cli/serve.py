@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -83,11 +86,32 @@ def run_server(settings: Settings) -> None:
 
     preflight(settings)
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    metrics_dir = _share_metrics(settings)
     base = f"http://{settings.host}:{settings.port}"
     console.print(escape(f"serving {', '.join(settings.models)} at {base} (docs: {base}/docs)"), highlight=False)
     # uvicorn re-raises SIGTERM once its graceful shutdown is done, so the default action would
     # end the process with status -15; a completed graceful shutdown is a normal exit (0).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        _run_uvicorn(uvicorn, settings)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _share_metrics(settings: Settings) -> str | None:
+    """Several workers: a fresh folder where each writes its Prometheus values, so that any of
+    them can report the totals (prometheus-client's multiprocess mode)."""
+    from servekit.monitoring.metrics import MULTIPROC_ENV
+
+    if settings.workers < 2 or not settings.metrics or os.environ.get(MULTIPROC_ENV):
+        return None  # one process, no metrics, or a folder the operator chose
+    folder = tempfile.mkdtemp(prefix="servekit-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    return folder
+
+
+def _run_uvicorn(uvicorn: Any, settings: Settings) -> None:
     uvicorn.run(
         "servekit.server.factory:app_from_environment",
         factory=True,
@@ -100,7 +124,19 @@ def run_server(settings: Settings) -> None:
         http="httptools",
         # Accepted requests may run up to the prediction timeout: wait for them before stopping.
         timeout_graceful_shutdown=max(30, int(settings.runner.timeout_s) + 5),
+        **({"log_config": _json_log_config()} if settings.log_format == "json" else {}),
     )
+
+
+def _json_log_config() -> dict[str, Any]:
+    """uvicorn's own lines (startup, shutdown, errors) in the same JSON shape as servekit's."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "servekit.monitoring.jsonlog.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "loggers": {"uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
+    }
 
 
 def register(app: typer.Typer) -> None:

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Engine,
+    Float,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     String,
@@ -47,6 +50,7 @@ __all__ = [
     "make_engine",
     "metadata",
     "models",
+    "prediction_log",
     "retry_on_contention",
     "utcnow",
     "versions",
@@ -100,6 +104,29 @@ alias_history = Table(
     Column("alias", String(_NAME), nullable=False),
     Column("version", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per logged request (see monitoring/predlog.py). JSON text columns keep it portable; the
+# feature and class names travel with each row, so versions with other inputs export correctly.
+prediction_log = Table(
+    "prediction_log",
+    metadata,
+    # SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere a log outgrows 32 bits.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("model", String(_NAME), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("route", Text, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("features", Text, nullable=False),  # JSON list of the input column names
+    Column("classes", Text, nullable=True),  # JSON list of a classifier's class names, else NULL
+    Column("inputs", Text, nullable=False),  # JSON list of input rows
+    Column("outputs", Text, nullable=False),  # JSON list of `Prediction.to_records()`
+    Index("ix_prediction_log_model_ts", "model", "ts"),
+    # Retention deletes by age across all models.
+    Index("ix_prediction_log_ts", "ts"),
 )
 
 

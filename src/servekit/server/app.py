@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from servekit import __version__
 from servekit.dataplane import DataPlane
+from servekit.monitoring.monitor import Monitor
 from servekit.server.hotpath import ServekitApp
 from servekit.server.middleware import RequestIdMiddleware
 from servekit.server.problems import install_error_handlers
@@ -28,6 +29,7 @@ PROTOCOL_MODULES = (
     "servekit.server.routes.mlflow",
     "servekit.server.routes.oip",
     "servekit.server.routes.kserve",
+    "servekit.server.routes.monitoring",
 )
 
 DESCRIPTION = """Predictions from the served models, over every protocol clients already speak.
@@ -51,14 +53,21 @@ def create_app(settings: Settings, *, registry: Any | None = None, dataplane: Da
     (see docs/embedding.md).
     """
     plane = dataplane or DataPlane(settings, registry)
+    monitor = Monitor(settings)
+    monitor.prediction_log = _prediction_log(settings, monitor)
+    plane.monitor = monitor
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await monitor.start()
         await plane.start()
         try:
             yield
         finally:
-            await plane.stop()
+            try:
+                await plane.stop()
+            finally:
+                await monitor.stop()  # after the runners drained: every answered request is recorded
 
     app = ServekitApp(
         title="servekit",
@@ -71,6 +80,7 @@ def create_app(settings: Settings, *, registry: Any | None = None, dataplane: Da
     )
     app.state.settings = settings
     app.state.dataplane = plane
+    app.state.monitor = monitor
     install_error_handlers(app)
     for name in PROTOCOL_MODULES:
         module = import_module(name)
@@ -78,9 +88,29 @@ def create_app(settings: Settings, *, registry: Any | None = None, dataplane: Da
         app.add_hot_routes(getattr(module, "HOT", ()))
         if hasattr(module, "install"):
             module.install(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, monitor=monitor)
     _document_parsed_bodies(app)
     return app
+
+
+def _prediction_log(settings: Settings, monitor: Monitor) -> Any | None:
+    """The prediction log the settings ask for: by default every prediction, in the registry database."""
+    options = settings.prediction_log
+    if not options.enabled:
+        return None
+    from servekit.monitoring.predlog import PredictionLog
+    from servekit.registry.registry import default_home
+
+    home = settings.home.expanduser().absolute() if settings.home is not None else default_home()
+    return PredictionLog(
+        options.url or f"sqlite:///{home / 'registry.db'}",
+        sample_rate=options.sample_rate,
+        batch_size=options.batch_size,
+        flush_interval_s=options.flush_interval_s,
+        max_pending=options.max_pending,
+        retention_s=None if options.retention_days is None else options.retention_days * 86_400,
+        on_lost=monitor.on_prediction_log_loss(),
+    )
 
 
 def _document_parsed_bodies(app: FastAPI) -> None:

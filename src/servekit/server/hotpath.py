@@ -14,6 +14,7 @@ therefore hook in here as well as in middleware.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,7 @@ from starlette.routing import compile_path
 from starlette.types import Receive, Scope, Send
 
 from servekit.errors import Overloaded, ServekitError
+from servekit.monitoring.context import CURRENT, RequestContext
 from servekit.server.bodies import check_declared_length, check_json_content_type, over_limit, parse_json
 from servekit.server.hotroutes import HotRoute
 from servekit.server.middleware import HEADER as REQUEST_ID_HEADER
@@ -34,6 +36,8 @@ __all__ = ["ServekitApp"]
 logger = logging.getLogger("servekit.server")
 
 _JSON = b"application/json"
+CLIENT_CLOSED = 499
+"""The status recorded for a request whose client went away before it was answered."""
 
 
 class _Disconnected(Exception):
@@ -46,7 +50,7 @@ class ServekitApp(FastAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._hot: list[tuple[Any, HotRoute]] = []
-        self._bound: tuple[int, Any] | None = None  # (body limit, data plane), read once from `state`
+        self._bound: tuple[int, Any, Any] | None = None  # (body limit, data plane, monitor), read from `state`
 
     def add_hot_routes(self, routes: Iterable[HotRoute | tuple[str, Answer]]) -> None:
         """POST routes to serve from the raw ASGI messages: `HotRoute`s, or (path, answer) pairs
@@ -81,11 +85,38 @@ class ServekitApp(FastAPI):
                 request_id = accepted_request_id(value)
         request_id = request_id or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        if self._bound is None:
+            self._bound = (self.state.settings.max_body_bytes, self.state.dataplane, self.state.monitor)
+        limit, plane, monitor = self._bound
+        ctx = RequestContext(request_id, route.path)
+        CURRENT.set(ctx)
+        monitor.in_flight += 1
+        started = time.perf_counter()
+        try:
+            await self._respond(scope, receive, send, route, params, ctx, limit, plane, content_type, length)
+        except _Disconnected:
+            monitor.request_done(ctx, "POST", CLIENT_CLOSED, time.perf_counter() - started)
+        else:
+            monitor.request_done(ctx, "POST", ctx.status, time.perf_counter() - started)
+        finally:
+            monitor.in_flight -= 1
+
+    async def _respond(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: HotRoute,
+        params: dict[str, str],
+        ctx: RequestContext,
+        limit: int,
+        plane: Any,
+        content_type: str | None,
+        length: str | None,
+    ) -> None:
+        request_id = ctx.request_id
         headers: list[tuple[bytes, bytes]] = []
         try:
-            if self._bound is None:
-                self._bound = (self.state.settings.max_body_bytes, self.state.dataplane)
-            limit, plane = self._bound
             if length is not None:
                 check_declared_length(length, limit)
             if route.raw:
@@ -100,8 +131,6 @@ class ServekitApp(FastAPI):
                 body = parse_json(await _read_body(receive, limit))
                 payload = await route.answer(plane, body, request_id, **params)
                 status, media, out = 200, _JSON, orjson.dumps(payload, option=JSON_OPTIONS)
-        except _Disconnected:
-            return
         except ServekitError as exc:
             status = int(exc.status)
             if status >= 500 and not isinstance(exc, Overloaded):
@@ -119,6 +148,7 @@ class ServekitApp(FastAPI):
             (b"content-length", str(len(out)).encode()),
             (REQUEST_ID_HEADER, request_id.encode()),
         ]
+        ctx.status = status
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})
 

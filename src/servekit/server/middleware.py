@@ -1,12 +1,17 @@
-"""Pure ASGI middleware: a request id on every request and response (`X-Request-ID`)."""
+"""Pure ASGI middleware: a request id on every request and response (`X-Request-ID`), and the
+request's monitoring record (metrics, access log) for every route the hot path does not answer."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import re
+import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from servekit.monitoring.context import CURRENT, RequestContext
 
 __all__ = ["HEADER", "RequestIdMiddleware", "accepted_request_id", "new_request_id"]
 
@@ -27,14 +32,18 @@ def new_request_id() -> str:
 
 
 _PREFIX = os.urandom(8).hex()
+UNMATCHED = "<unmatched>"
+"""The route label of requests no route matched (a label per path would be unbounded)."""
 _COUNTER = itertools.count(1)
 
 
 class RequestIdMiddleware:
-    """Accept the caller's `X-Request-ID` when it is sane, else make one; echo it back."""
+    """Accept the caller's `X-Request-ID` when it is sane, else make one; echo it back. With a
+    monitor, tell it about every request: route template, status, time taken."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, monitor: Any | None = None) -> None:
         self.app = app
+        self.monitor = monitor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,10 +57,26 @@ class RequestIdMiddleware:
         request_id = request_id or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         encoded = request_id.encode()
+        monitor = self.monitor
+        ctx = RequestContext(request_id, UNMATCHED)
+        ctx.status = 500  # until the app starts a response
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), (HEADER, encoded)]
+                ctx.status = message["status"]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        if monitor is None:
+            await self.app(scope, receive, send_with_id)
+            return
+        CURRENT.set(ctx)
+        monitor.in_flight += 1
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            monitor.in_flight -= 1
+            route = scope.get("route")
+            ctx.route = getattr(route, "path", None) or UNMATCHED
+            monitor.request_done(ctx, scope["method"], ctx.status, time.perf_counter() - started)

@@ -24,7 +24,7 @@ async def live() -> Response:
 )
 async def ready(request: Request) -> Response:
     plane = dataplane(request)
-    states = {name: m.state for name, m in plane.models.items()}
+    states = {name: m.status for name, m in plane.models.items()}
     if plane.ready:
         return json_response({"status": "ready", "models": states})
     return json_response({"status": "not ready", "models": states}, status=503)

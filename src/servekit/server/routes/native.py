@@ -105,7 +105,7 @@ def _summary(model: ServedModel) -> dict[str, Any]:
     return {
         "name": model.name,
         "version": predictor.version if predictor else None,
-        "state": model.state,
+        "state": model.status,
         "format": predictor.runtime.format if predictor else None,
         "task": predictor.task if predictor else None,
         "alias": model.source.alias,

@@ -190,7 +190,7 @@ async def model_version_ready(model: str, version: str, request: Request) -> Res
 def _model_ready(request: Request, model: str, version: str | None) -> Response:
     plane = dataplane(request)
     served = plane.model(model)  # 404 for an unknown model
-    if served.runner is None or served.state != "ready":
+    if served.runner is None or served.status != "ready":
         return json_response({"name": model, "ready": False}, 503)
     plane.runner(model, version)  # 404 for a version that is not served
     return json_response({"name": model, "ready": True})

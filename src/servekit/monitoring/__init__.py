@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics, structured request logs, the prediction log and data drift."""

@@ -1,0 +1,339 @@
+"""`Monitor`: everything a server records about its requests, kept off the request's path.
+
+Answering a request only appends a tuple to a queue (`request_done`, `predicted`, `called`); a task
+on the event loop drains that queue every `DRAIN_INTERVAL_S` in slices, so that requests keep
+flowing in between, and does the work there: Prometheus metrics, the JSON access log, the
+prediction log (which writes in its own thread) and the drift windows. `/metrics` drains first, so
+what it shows includes every request answered before it. The queue is bounded; an event that does
+not fit is counted (`servekit_monitor_events_dropped_total`), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import cache
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from servekit.monitoring.context import RequestContext
+from servekit.monitoring.metrics import Metrics, metrics, multiprocess_dir
+from servekit.monitoring.tally import Tally
+
+if TYPE_CHECKING:
+    from servekit.prediction import Prediction
+    from servekit.runner import Runner
+    from servekit.settings import Settings
+
+__all__ = ["Monitor", "protocol_of"]
+
+logger = logging.getLogger("servekit.monitor")
+
+DRAIN_INTERVAL_S = 0.05
+SLICE = 512
+MAX_EVENTS = 200_000
+
+_REQUEST, _PREDICTED, _CALLED = 0, 1, 2
+
+
+@cache
+def protocol_of(route: str) -> str:
+    """The protocol family of a route template, for the `protocol` label."""
+    if route.startswith("/v2"):
+        return "oip"
+    if route.endswith(":predict") or route == "/v1/models/{name}:predict":
+        return "kserve"
+    if route.startswith("/v1/models"):
+        return "native"
+    if route in {"/invocations", "/ping", "/version"}:
+        return "mlflow"
+    if route in {"/predict", "/predict/batch", "/v1/predict", "/health", "/model/info"}:
+        return "seed"
+    if route.startswith("/health"):
+        return "health"
+    return "other"
+
+
+class Monitor:
+    """Per-server monitoring: metrics, access log, prediction log and drift windows."""
+
+    def __init__(self, settings: Settings, *, stream: IO[str] | None = None) -> None:
+        self.settings = settings
+        self.metrics: Metrics | None = metrics() if settings.metrics else None
+        self.access_log = settings.access_log
+        self.json_log = settings.log_format == "json"
+        self.stream = stream
+        self.in_flight = 0
+        self._pid = os.getpid()
+        self.dropped = 0
+        self._dropped_reported = 0
+        self._events: deque[tuple[Any, ...]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._budgets = dict(settings.latency_budgets_ms)
+        self._default_budget = self._budgets.pop("default", None)
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._cache_seen: dict[int, tuple[int, int]] = {}
+        self.prediction_log: Any | None = None
+        self._written_seen = 0
+        self.drift: Any | None = None
+        self._runners: dict[int, Runner] = {}
+
+    # -- the request path: O(1), no I/O -------------------------------------------------------
+    def request_done(self, ctx: RequestContext, method: str, status: int, seconds: float) -> None:
+        """An HTTP request was answered."""
+        events = self._events
+        if len(events) < MAX_EVENTS:
+            events.append((_REQUEST, ctx, method, status, seconds, time.time()))
+        else:
+            self.dropped += 1
+
+    def predicted(self, runner: Runner, batch: Any, prediction: Prediction, seconds: float, ctx: Any) -> None:
+        """A model answered a request's rows."""
+        events = self._events
+        if len(events) < MAX_EVENTS:
+            events.append((_PREDICTED, runner, batch, prediction, seconds, ctx, time.time()))
+        else:
+            self.dropped += 1
+
+    def watch(self, runner: Runner) -> None:
+        """Follow a runner: its predict calls, queue, cache and circuit appear in the metrics."""
+        self._runners[id(runner)] = runner
+        predictor = runner.predictor
+        labels = (predictor.name, _version(predictor.version))
+        runtime = predictor.runtime.format
+        events = self._events
+
+        def called(rows: int, seconds: float) -> None:
+            if len(events) < MAX_EVENTS:
+                events.append((_CALLED, labels, runtime, rows, seconds))
+            else:
+                self.dropped += 1
+
+        runner.on_call = called
+        if self.metrics is not None:
+            self.metrics.model_loaded.labels(*labels, runtime, predictor.variant or "").set(1)
+
+    def unwatch(self, runner: Runner) -> None:
+        """A runner was replaced (new version) or stopped."""
+        self._runners.pop(id(runner), None)
+        self._cache_seen.pop(id(runner), None)
+        runner.on_call = None
+        if self.metrics is not None:
+            predictor = runner.predictor
+            labels = (predictor.name, _version(predictor.version))
+            with contextlib.suppress(KeyError):
+                self.metrics.model_loaded.remove(*labels, predictor.runtime.format, predictor.variant or "")
+            for gauge in (self.metrics.queue_depth, self.metrics.circuit_state):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)
+
+    def model_loaded(self, name: str, version: int | None, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.model_load_duration.labels(name, _version(version)).observe(seconds)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.start()
+        self._task = asyncio.create_task(self._run(), name="servekit-monitor")
+
+    async def stop(self) -> None:
+        """Record everything still queued, then flush the prediction log (graceful shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.drain()
+        if self.prediction_log is not None:
+            await asyncio.to_thread(self.prediction_log.close)
+        if self.metrics is not None and multiprocess_dir() is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())  # its live gauges no longer count
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(DRAIN_INTERVAL_S)
+            try:
+                while self.drain(SLICE) == SLICE:
+                    await asyncio.sleep(0)  # let requests through between slices
+            except Exception:  # monitoring must never take the server down
+                logger.exception("monitoring failed to record a batch of events")
+
+    # -- the work, off the request path ---------------------------------------------------------
+    def drain(self, limit: int | None = None) -> int:
+        """Record up to `limit` queued events (all when `None`); returns how many."""
+        events = self._events
+        count = len(events) if limit is None else min(limit, len(events))
+        if not count:
+            self._report_dropped()
+            return 0
+        lines: list[bytes] = []
+        tally = Tally()
+        for _ in range(count):
+            event = events.popleft()
+            kind = event[0]
+            if kind == _REQUEST:
+                self._record_request(event, tally, lines)
+            elif kind == _PREDICTED:
+                self._record_prediction(event, tally)
+            else:
+                self._record_call(event, tally)
+        if self.metrics is not None:
+            tally.apply(self._child)
+        if lines:
+            self._write(lines)
+        self._report_dropped()
+        return count
+
+    def refresh(self) -> None:
+        """Bring live gauges (in flight, queue depth, circuit state, cache counters) up to date."""
+        if self.metrics is None:
+            return
+        m = self.metrics
+        m.in_flight.set(self.in_flight)
+        for key, runner in list(self._runners.items()):
+            predictor = runner.predictor
+            labels = (predictor.name, _version(predictor.version))
+            m.queue_depth.labels(*labels).set(runner.queue_depth)
+            m.circuit_state.labels(*labels).set(runner.circuit.state)
+            cache_ = runner.cache
+            if cache_ is not None:
+                hits, misses = self._cache_seen.get(key, (0, 0))
+                if cache_.hits > hits:
+                    m.cache_hits.labels(*labels).inc(cache_.hits - hits)
+                if cache_.misses > misses:
+                    m.cache_misses.labels(*labels).inc(cache_.misses - misses)
+                self._cache_seen[key] = (cache_.hits, cache_.misses)
+        log = self.prediction_log
+        if log is not None:
+            m.prediction_log_pending.set(log.pending)
+            if log.written > self._written_seen:
+                m.prediction_log_rows.labels("written").inc(log.written - self._written_seen)
+                self._written_seen = log.written
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def _record_request(self, event: tuple[Any, ...], tally: Tally, lines: list[bytes]) -> None:
+        _, ctx, method, status, seconds, at = event
+        m = self.metrics
+        if m is not None:
+            route = ctx.route
+            labels = (ctx.model, ctx.version, route, protocol_of(route), str(status))
+            tally.count(m.requests, labels)
+            tally.observe(m.request_duration, labels, seconds)
+            budget = self._budgets.get(route, self._default_budget)
+            if budget is not None and seconds * 1000 > budget:
+                tally.count(m.requests_over_budget, (route, labels[3]))
+        if self.access_log:
+            lines.append(self._access_line(ctx, method, status, seconds, at))
+
+    def _access_line(self, ctx: RequestContext, method: str, status: int, seconds: float, at: float) -> bytes:
+        if self.json_log:
+            return orjson.dumps(
+                {
+                    "ts": _iso(at),
+                    "level": "info",
+                    "logger": "servekit.access",
+                    "pid": self._pid,
+                    "request_id": ctx.request_id,
+                    "method": method,
+                    "route": ctx.route,
+                    "status": status,
+                    "latency_ms": round(seconds * 1000, 3),
+                    "model": ctx.model or None,
+                    "version": ctx.version or None,
+                    "rows": ctx.rows,
+                }
+            )
+        model = f" {ctx.model}:{ctx.version}" if ctx.model else ""
+        took = f"{seconds * 1000:.2f}ms"
+        return f"{_iso(at)} {method} {ctx.route} {status} {took}{model} rows={ctx.rows} id={ctx.request_id}".encode()
+
+    def _record_prediction(self, event: tuple[Any, ...], tally: Tally) -> None:
+        _, runner, batch, prediction, seconds, ctx, at = event
+        predictor = runner.predictor
+        m = self.metrics
+        if m is not None:
+            labels = (predictor.name, _version(predictor.version))
+            if prediction.probabilities is not None and predictor.classes is not None:
+                for label in prediction.values():
+                    tally.count(m.predictions, (*labels, str(label)))
+            elif prediction.outputs.dtype.kind in "fiu":
+                tally.observe_all(m.prediction_values, labels, prediction.outputs.reshape(-1).tolist())
+        if self.prediction_log is not None:
+            self.prediction_log.record(
+                model=predictor.name,
+                version=predictor.version,
+                route=ctx.route if ctx is not None else "",
+                request_id=ctx.request_id if ctx is not None else "",
+                latency_ms=seconds * 1000,
+                feature_names=predictor.signature.names,
+                inputs=batch,
+                outputs=prediction,
+                ts=at,
+            )
+        if self.drift is not None:
+            self.drift.add(runner, batch)
+
+    def _record_call(self, event: tuple[Any, ...], tally: Tally) -> None:
+        if self.metrics is None:
+            return
+        _, labels, runtime, rows, seconds = event
+        tally.observe(self.metrics.batch_size, labels, rows)
+        tally.observe(self.metrics.predict_duration, (*labels, runtime), seconds)
+
+    def _write(self, lines: list[bytes]) -> None:
+        stream = self.stream or sys.stderr
+        try:
+            stream.write(b"\n".join(lines).decode() + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken log stream must not stop monitoring
+            pass
+
+    def _report_dropped(self) -> None:
+        if self.dropped > self._dropped_reported:
+            lost = self.dropped - self._dropped_reported
+            self._dropped_reported = self.dropped
+            if self.metrics is not None:
+                self.metrics.monitor_events_dropped.inc(lost)
+            logger.warning("monitoring fell behind: %d events were not recorded", lost)
+
+    def on_prediction_log_loss(self) -> Callable[[int, str], None]:
+        """The prediction log's `on_lost` callback: count lost rows in the metrics."""
+
+        def lost(count: int, reason: str) -> None:
+            if self.metrics is not None:
+                self.metrics.prediction_log_rows.labels("lost").inc(count)
+
+        return lost
+
+
+def _version(version: int | None) -> str:
+    return "" if version is None else str(version)
+
+
+def _iso(at: float) -> str:
+    """UTC ISO-8601 with milliseconds; the formatted second is reused while it lasts."""
+    global _ISO_SECOND, _ISO_PREFIX
+    second = int(at)
+    if second != _ISO_SECOND:
+        _ISO_SECOND, _ISO_PREFIX = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_ISO_PREFIX}.{int((at - second) * 1000):03d}Z"
+
+
+_ISO_SECOND = -1
+_ISO_PREFIX = ""

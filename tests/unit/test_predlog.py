@@ -1,0 +1,352 @@
+"""The prediction log: what `record` keeps, what the writer stores, and reading it back."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from servekit.errors import InvalidInput, ModelNotFound, NotFound
+from servekit.monitoring.predlog import PredictionLog, export, load_inputs, parse_duration, parse_since
+from servekit.prediction import Prediction
+from tests.support import IRIS_FEATURES
+
+ROUTE = "/v1/models/iris/predict"
+
+
+@pytest.fixture(scope="module")
+def iris() -> tuple[np.ndarray, Any]:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()
+    labels = np.asarray(data.target_names)[data.target]
+    return data.data, LogisticRegression(max_iter=500).fit(data.data, labels)
+
+
+def predict(model: Any, rows: np.ndarray) -> Prediction:
+    return Prediction(model.predict(rows), model.predict_proba(rows), model.classes_)
+
+
+def db_rows(path: Path) -> list[sqlite3.Row]:
+    with sqlite3.connect(path) as connection:
+        connection.row_factory = sqlite3.Row
+        return connection.execute("SELECT * FROM prediction_log ORDER BY id").fetchall()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def record(log: PredictionLog, inputs: Any, outputs: Prediction, **fields: Any) -> None:
+    names = fields.pop("feature_names", IRIS_FEATURES)
+    values = {"model": "iris", "version": 1, "route": ROUTE, "request_id": "r", "latency_ms": 2.5, **fields}
+    log.record(feature_names=names, inputs=inputs, outputs=outputs, **values)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'registry.db'}"
+
+
+def test_every_record_is_written_once_with_its_content(tmp_path: Path, url: str, iris: tuple) -> None:
+    X, model = iris
+    log = PredictionLog(url, batch_size=7, flush_interval_s=0.05).start()
+    moment = datetime(2026, 3, 1, 12, 30, tzinfo=UTC).timestamp()
+    for i in range(50):
+        rows = X[i : i + 1 + i % 3]
+        record(log, rows, predict(model, rows), request_id=f"req-{i}", version=1 + i % 2, ts=moment + i)
+    log.close()
+    assert (log.written, log.lost, log.pending) == (50, 0, 0)
+    stored = db_rows(tmp_path / "registry.db")
+    assert [r["request_id"] for r in stored] == [f"req-{i}" for i in range(50)]
+    third = stored[3]
+    assert third["model"] == "iris" and third["version"] == 2 and third["route"] == ROUTE
+    assert third["latency_ms"] == 2.5 and third["rows"] == 1 + 3 % 3
+    assert datetime.fromisoformat(third["ts"]).replace(tzinfo=UTC).timestamp() == moment + 3
+    assert json.loads(third["features"]) == IRIS_FEATURES
+    assert json.loads(third["classes"]) == ["setosa", "versicolor", "virginica"]
+    assert np.array_equal(np.array(json.loads(third["inputs"])), X[3:4])
+    expected = predict(model, X[3:4])
+    outputs = json.loads(third["outputs"])
+    assert outputs["prediction"] == expected.outputs.tolist()
+    assert outputs["probabilities"] == expected.probabilities.tolist()
+    assert sum(r["rows"] for r in stored) == sum(1 + i % 3 for i in range(50))
+
+
+def test_a_full_batch_is_written_without_waiting_for_the_interval(url: str, iris: tuple) -> None:
+    X, model = iris
+    log = PredictionLog(url, batch_size=10, flush_interval_s=60).start()
+    for _ in range(10):
+        record(log, X[:1], predict(model, X[:1]))
+    wait_until(lambda: log.written == 10)
+    log.close()
+
+
+def test_close_without_start_still_writes_what_was_recorded(tmp_path: Path, url: str, iris: tuple) -> None:
+    X, model = iris
+    log = PredictionLog(url)
+    record(log, X[:2], predict(model, X[:2]))
+    log.close()
+    assert log.written == 1 and len(db_rows(tmp_path / "registry.db")) == 1
+
+
+def test_records_after_close_are_counted_lost(url: str, iris: tuple) -> None:
+    X, model = iris
+    log = PredictionLog(url).start()
+    log.close()
+    record(log, X[:1], predict(model, X[:1]))
+    assert (log.written, log.lost) == (0, 1)
+
+
+def test_sampling_keeps_about_the_rate_and_repeats_with_a_seed(url: str, iris: tuple) -> None:
+    X, model = iris
+    outputs = predict(model, X[:1])
+    kept = []
+    for _ in range(2):
+        log = PredictionLog(url, sample_rate=0.5, seed=7, flush_interval_s=0.05).start()
+        for _ in range(2000):
+            record(log, X[:1], outputs)
+        log.close()
+        assert log.written + log.sampled_out == 2000 and log.lost == 0
+        kept.append(log.written)
+    assert kept[0] == kept[1] and 900 < kept[0] < 1100
+    assert len(load_inputs(url, "iris", None)) == 2 * kept[0]
+
+
+def test_record_is_cheap(url: str, iris: tuple) -> None:
+    X, model = iris
+    outputs = predict(model, X[:1])
+    log = PredictionLog(url, flush_interval_s=0.05).start()
+    started = time.perf_counter()
+    for _ in range(20_000):
+        record(log, X[:1], outputs)
+    per_call = (time.perf_counter() - started) / 20_000
+    log.close()
+    assert per_call < 100e-6, per_call  # measured ~2 µs; nothing is serialized on the caller's side
+    assert log.written == 20_000
+
+
+def test_a_record_that_cannot_be_serialized_is_counted_and_reported(url: str, iris: tuple) -> None:
+    X, model = iris
+    reports: list[tuple[int, str]] = []
+    log = PredictionLog(url, flush_interval_s=0.05, on_lost=lambda n, why: reports.append((n, why))).start()
+    record(log, X[:1], predict(model, X[:1]))
+    log.record(model="iris", version=1, route=ROUTE, request_id="bad", latency_ms=1.0, feature_names=[],
+               inputs="not an array", outputs=None)  # type: ignore[arg-type]  # fmt: skip
+    record(log, X[:1], predict(model, X[:1]))
+    log.close()
+    assert (log.written, log.lost) == (2, 1)
+    assert len(reports) == 1 and reports[0][0] == 1 and "could not serialize" in reports[0][1]
+
+
+def test_a_failing_on_lost_callback_does_not_stop_the_writer(url: str, iris: tuple) -> None:
+    X, model = iris
+
+    def broken(_count: int, _reason: str) -> None:
+        raise RuntimeError("callback bug")
+
+    log = PredictionLog(url, max_pending=1, flush_interval_s=60, on_lost=broken).start()
+    for _ in range(3):
+        record(log, X[:1], predict(model, X[:1]))
+    log.close()
+    assert (log.written, log.lost) == (1, 2)
+
+
+def test_dataframe_inputs_with_text_columns(url: str) -> None:
+    frame = pd.DataFrame({"city": ["Paris", None], "size": [3.5, np.nan], "rooms": [2, 3]})
+    outputs = Prediction(np.array([120.5, 99.0]))
+    log = PredictionLog(url)
+    record(log, frame, outputs, feature_names=["city", "size", "rooms"])
+    log.close()
+    loaded = load_inputs(url, "iris", None)
+    assert loaded.columns.tolist() == ["city", "size", "rooms"]
+    assert loaded["city"].tolist()[0] == "Paris" and pd.isna(loaded["city"].tolist()[1])
+    assert loaded["size"].tolist()[0] == 3.5 and np.isnan(loaded["size"].tolist()[1])
+    assert loaded["rooms"].tolist() == [2, 3]
+
+
+def test_load_inputs_filters_by_model_and_time_and_joins_feature_sets(url: str, iris: tuple) -> None:
+    X, model = iris
+    now = time.time()
+    log = PredictionLog(url)
+    record(log, X[:3], predict(model, X[:3]), ts=now - 7200)
+    record(log, X[3:5], predict(model, X[3:5]), ts=now - 60)
+    record(log, X[5:6], predict(model, X[5:6]), model="other", ts=now - 60)
+    wide = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    record(log, wide, Prediction(np.array(["setosa"])), version=2, feature_names=[*IRIS_FEATURES, "extra"], ts=now)
+    log.close()
+    everything = load_inputs(url, "iris", None)
+    assert len(everything) == 6
+    recent = load_inputs(url, "iris", datetime.now(UTC) - timedelta(hours=1))
+    assert recent.columns.tolist() == [*IRIS_FEATURES, "extra"]
+    assert np.allclose(recent[IRIS_FEATURES].to_numpy(), np.vstack([X[3:5], wide[:, :4]]))
+    assert recent["extra"].isna().tolist() == [True, True, False]
+    naive_since = (datetime.now(UTC) - timedelta(hours=1)).replace(tzinfo=None)
+    assert len(load_inputs(url, "iris", naive_since)) == 3
+
+
+def test_load_inputs_of_a_missing_log_is_empty_and_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "nothing" / "registry.db"
+    assert load_inputs(f"sqlite:///{path}", "iris", None).empty
+    assert not path.parent.exists()
+
+
+def test_retention_deletes_old_rows(tmp_path: Path, url: str, iris: tuple) -> None:
+    X, model = iris
+    now = time.time()
+    log = PredictionLog(url, retention_s=3600)
+    for age in (7200, 5000, 100, 0):
+        record(log, X[:1], predict(model, X[:1]), request_id=f"age-{age}", ts=now - age)
+    log.close()
+    assert log.written == 4 and log.pruned == 2
+    assert [r["request_id"] for r in db_rows(tmp_path / "registry.db")] == ["age-100", "age-0"]
+
+
+@pytest.fixture
+def filled(url: str, iris: tuple) -> tuple[str, list[dict[str, Any]]]:
+    """Two versions of a classifier; the expected export rows."""
+    X, model = iris
+    log = PredictionLog(url, batch_size=3)
+    expected: list[dict[str, Any]] = []
+    start = datetime(2026, 5, 1, tzinfo=UTC).timestamp()
+    for i in range(12):
+        rows = X[i * 10 : i * 10 + 1 + i % 2]
+        outputs = predict(model, rows)
+        record(log, rows, outputs, request_id=f"r{i}", version=1 + i // 6, latency_ms=float(i), ts=start + i)
+        for values, out in zip(rows.tolist(), outputs.to_records(), strict=True):
+            row = {"ts": pd.Timestamp(start + i, unit="s", tz="UTC"), "request_id": f"r{i}", "version": 1 + i // 6,
+                   "route": ROUTE, "latency_ms": float(i), **dict(zip(IRIS_FEATURES, values, strict=True)),
+                   "prediction": out["prediction"]}  # fmt: skip
+            row.update({f"probability_{k}": p for k, p in out["probabilities"].items()})
+            expected.append(row)
+    log.close()
+    return url, expected
+
+
+COLUMNS = ["ts", "request_id", "version", "route", "latency_ms", *IRIS_FEATURES, "prediction"] + [
+    f"probability_{c}" for c in ("setosa", "versicolor", "virginica")
+]
+
+
+def assert_matches(frame: pd.DataFrame, expected: list[dict[str, Any]]) -> None:
+    assert frame.columns.tolist() == COLUMNS
+    assert len(frame) == len(expected)
+    want = pd.DataFrame(expected, columns=COLUMNS)
+    assert (pd.to_datetime(frame["ts"], utc=True) == want["ts"]).all()
+    for column in ("request_id", "route", "prediction"):
+        assert frame[column].astype(str).tolist() == want[column].tolist()
+    assert frame["version"].astype(int).tolist() == want["version"].tolist()
+    numeric = ["latency_ms", *IRIS_FEATURES, *COLUMNS[-3:]]
+    assert np.allclose(frame[numeric].to_numpy(float), want[numeric].to_numpy(float))
+
+
+def test_export_csv_round_trips(tmp_path: Path, filled: tuple) -> None:
+    url, expected = filled
+    out = tmp_path / "log.csv"
+    assert export(url, "iris", None, "csv", out) == len(expected)
+    assert_matches(pd.read_csv(out), expected)
+
+
+def test_export_parquet_round_trips(tmp_path: Path, filled: tuple) -> None:
+    url, expected = filled
+    out = tmp_path / "log.parquet"
+    assert export(url, "iris", None, "parquet", out) == len(expected)
+    frame = pd.read_parquet(out)
+    assert str(frame["ts"].dtype).startswith("datetime64") and str(frame["ts"].dt.tz) == "UTC"
+    assert_matches(frame, expected)
+
+
+def test_export_jsonl_round_trips_to_a_stream(filled: tuple) -> None:
+    url, expected = filled
+    stream = io.StringIO()
+    assert export(url, "iris", None, "jsonl", stream) == len(expected)
+    lines = stream.getvalue().splitlines()
+    assert list(orjson.loads(lines[0])) == COLUMNS
+    assert_matches(pd.read_json(io.StringIO(stream.getvalue()), lines=True, convert_dates=["ts"]), expected)
+
+
+def test_export_streams_in_chunks_with_one_schema(
+    tmp_path: Path, filled: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks smaller than the log: Parquet row groups share the first chunk's schema, CSV has one header."""
+    import pyarrow.parquet as pq
+
+    from servekit.monitoring import predlog_export
+
+    url, expected = filled
+    monkeypatch.setattr(predlog_export, "_EXPORT_CHUNK_ROWS", 4)
+    export(url, "iris", None, "parquet", tmp_path / "log.parquet")
+    assert pq.ParquetFile(tmp_path / "log.parquet").num_row_groups > 2
+    assert_matches(pd.read_parquet(tmp_path / "log.parquet"), expected)
+    export(url, "iris", None, "csv", tmp_path / "log.csv")
+    assert_matches(pd.read_csv(tmp_path / "log.csv"), expected)
+
+
+def test_export_since_and_regressors(url: str) -> None:
+    log = PredictionLog(url)
+    now = time.time()
+    for age, value in ((3 * 86400, 1.0), (600, 2.0)):
+        record(log, np.array([[age, 0.5]]), Prediction(np.array([value])), feature_names=["a", "b"], ts=now - age)
+    log.close()
+    stream = io.StringIO()
+    assert export(url, "iris", parse_since("1d"), "csv", stream) == 1
+    frame = pd.read_csv(io.StringIO(stream.getvalue()))
+    assert frame.columns.tolist() == ["ts", "request_id", "version", "route", "latency_ms", "a", "b", "prediction"]
+    assert frame["prediction"].tolist() == [2.0] and frame["a"].tolist() == [600]
+
+
+def test_export_errors_say_what_is_missing(tmp_path: Path, filled: tuple) -> None:
+    url, _ = filled
+    with pytest.raises(ModelNotFound, match="'wine'") as caught:
+        export(url, "wine", None, "csv", io.StringIO())
+    assert caught.value.hint == "logged models: iris"
+    with pytest.raises(NotFound, match="no prediction log"):
+        export(f"sqlite:///{tmp_path / 'none.db'}", "iris", None, "csv", io.StringIO())
+    with pytest.raises(InvalidInput, match="'xlsx'"):
+        export(url, "iris", None, "xlsx", io.StringIO())
+    assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "delta"),
+    [("30m", timedelta(minutes=30)), ("1h", timedelta(hours=1)), ("24h", timedelta(days=1)), ("7d", timedelta(7))],
+)
+def test_parse_since_durations(text: str, delta: timedelta) -> None:
+    now = datetime(2026, 1, 10, tzinfo=UTC)
+    assert parse_duration(text) == delta
+    assert parse_since(text, now=now) == now - delta
+
+
+def test_parse_since_dates_and_errors() -> None:
+    assert parse_since("2026-01-31T12:00") == datetime(2026, 1, 31, 12, tzinfo=UTC)
+    assert parse_since("2026-01-31T12:00+02:00") == datetime(2026, 1, 31, 10, tzinfo=UTC)
+    with pytest.raises(InvalidInput, match="'soon'"):
+        parse_since("soon")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"sample_rate": 1.5}, {"batch_size": 0}, {"flush_interval_s": 0}, {"max_pending": 0}, {"retention_s": -1}],
+)
+def test_bad_settings_are_refused(url: str, settings: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput, match=next(iter(settings))):
+        PredictionLog(url, **settings)
+
+
+def test_a_bad_url_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="not a database URL"):
+        PredictionLog("registry.db")

@@ -31,7 +31,7 @@ from report import CEILING, Results, Row, Scalar, load_average, machine_info, re
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-EXTRAS = ("ceiling", "granian", "invalid", "rows", "oip", "floor", "cold", "import", "workers")
+EXTRAS = ("ceiling", "granian", "invalid", "rows", "oip", "floor", "cold", "import", "workers", "monitoring")
 SECTIONS = (*MODEL_NAMES, *EXTRAS)
 UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
 NATIVE = "POST /v1/models/{m}/predict"
@@ -214,6 +214,47 @@ def workers_section(ctx: Context) -> None:
     )
 
 
+MONITORING_VARIANTS = {
+    "monitoring off": {
+        "SERVEKIT_METRICS": "false",
+        "SERVEKIT_ACCESS_LOG": "false",
+        "SERVEKIT_PREDICTION_LOG__ENABLED": "false",
+    },
+    "prediction log off": {"SERVEKIT_PREDICTION_LOG__ENABLED": "false"},
+    "defaults (all on)": {},
+}
+
+
+def monitoring_section(ctx: Context) -> None:
+    """What metrics, the access log and the prediction log cost: the same point, three settings."""
+    model = ctx.models["logreg"]
+    route = "/v1/models/logreg/predict"
+    rps: dict[str, float] = {}
+    for variant, env in MONITORING_VARIANTS.items():
+        home = ctx.work / f"home-{len(rps)}"
+        point = Point(f"{NATIVE}, {variant}", "logreg", 64, route, model.bodies["row"])
+        rows = session(
+            ctx,
+            f"servekit, {variant}",
+            servekit_command(model.bundle),
+            [point],
+            ready_path="/health/ready",
+            core=ctx.server_core,
+            env={**env, "SERVEKIT_HOME": str(home)},
+        )
+        if rows[0].load:
+            rps[variant] = rows[0].load.rps
+    off, no_log, on = (rps.get(v) for v in MONITORING_VARIANTS)
+    pairs = (
+        ("prediction log on / off @64", on, no_log, "metrics and access log on in both"),
+        ("all monitoring on / off @64", on, off, "metrics + JSON access log + prediction log vs none"),
+    )
+    for label, numerator, denominator, note in pairs:
+        value = numerator / denominator if numerator and denominator else None
+        failed = None if value is not None else "a monitoring run failed"
+        ctx.results.scalars.append(Scalar(label, "logreg", value, "x", note, failed=failed))
+
+
 # -- main ----------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,7 +290,7 @@ def needed_models(wanted: set[str]) -> list[str]:
     chosen = sorted(names, key=MODEL_NAMES.index) or list(MODEL_NAMES)
     if "invalid" in wanted:
         names.add("forest")
-    if wanted & {"rows", "oip", "workers"}:
+    if wanted & {"rows", "oip", "workers", "monitoring"}:
         names.add("logreg")
     if wanted & {"floor", "cold"}:
         names.update(chosen)
@@ -264,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     server_core = int(os.environ.get("SERVER_CORE", "1")) if cores > 1 else None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
     work = Path(tempfile.mkdtemp(prefix="servekit-bench-"))
+    os.environ["SERVEKIT_HOME"] = str(work / "home")  # servers' prediction logs stay in the work folder
     results = Results(
         settings={
             "duration_s": args.duration,
@@ -305,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                     reference_session(ctx, name)
             if "workers" in wanted and "logreg" in ctx.models:
                 workers_section(ctx)
+            if "monitoring" in wanted and "logreg" in ctx.models:
+                monitoring_section(ctx)
     except KeyboardInterrupt:
         print("interrupted: writing what was measured", file=sys.stderr)
     finally:

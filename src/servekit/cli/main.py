@@ -33,6 +33,7 @@ _COMMAND_MODULES = (
     "servekit.cli.serve",
     "servekit.cli.optimize",
     "servekit.cli.logs",
+    "servekit.cli.build",
 )
 EXIT_USAGE = 2
 

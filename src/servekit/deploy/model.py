@@ -1,0 +1,53 @@
+"""The model a build deploys: a bundle folder, a bare model file (packed now), or a registry ref."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from servekit.bundle import MANIFEST_NAME, Bundle
+from servekit.registry.store import safe_relative
+from servekit.sources import parse_source
+
+__all__ = ["ResolvedModel", "bundle_files", "resolve_model"]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A verified bundle and whether its pickle-based artifact, if any, may be served."""
+
+    bundle: Bundle
+    trusted: bool
+    origin: str
+    """What the user named, for messages."""
+
+
+def resolve_model(ref: str, *, trust: bool, home: Path | None, scratch: Path) -> ResolvedModel:
+    """Open `ref` as a bundle whose files match their recorded sha256.
+
+    A bare model file is packed into `scratch` (pickle-based ones need `trust`, as for
+    `servekit pack`). A registry reference is trusted: its files were just checked against the
+    sha256 recorded when it was pushed.
+    """
+    source = parse_source(ref)
+    if source.path is not None and source.path.is_dir():
+        bundle = Bundle.read(source.path)
+        bundle.verify()
+        return ResolvedModel(bundle, trust, ref)
+    if source.path is not None:
+        from servekit.packing import pack
+
+        packed = pack(source.path, output=scratch / "packed" / source.name, trust=trust, force=True)
+        return ResolvedModel(packed, trust, ref)
+    from servekit.registry import Registry
+
+    with Registry(home) as registry:
+        bundle = registry.bundle(registry.resolve(ref))
+    return ResolvedModel(bundle, True, ref)
+
+
+def bundle_files(bundle: Bundle) -> list[str]:
+    """The manifest and every file it records, as relative POSIX paths (nothing else is shipped)."""
+    for relative in bundle.manifest.files:
+        safe_relative(relative)
+    return [MANIFEST_NAME, *sorted(bundle.manifest.files)]

@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: install system-tools run test lint format bench clean
+.PHONY: install system-tools container-tools run test soak lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -26,9 +26,17 @@ run: install
 system-tools:
 	./scripts/ensure-system-tools
 
-test: install system-tools
+# podman, runc and debootstrap, from Debian's packages, for the test that builds and runs the Docker image.
+container-tools:
+	./scripts/ensure-container-tools
+
+test: install system-tools container-tools
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest
+
+# 60 s at 64 connections against a real server (the default test run does a 12 s version).
+soak: install system-tools
+	SOAK_SECONDS=60 $(BIN)/pytest -s tests/e2e/test_soak.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

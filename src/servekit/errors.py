@@ -37,6 +37,7 @@ __all__ = [
     "CircuitOpen",
     "Conflict",
     "CorruptArtifact",
+    "Forbidden",
     "InvalidInput",
     "InvalidManifest",
     "InvalidName",
@@ -50,9 +51,11 @@ __all__ = [
     "PayloadTooLarge",
     "PredictionFailed",
     "PredictionTimeout",
+    "RateLimited",
     "RegistryError",
     "ServekitError",
     "TamperedArtifact",
+    "Unauthorized",
     "UnknownFormat",
     "UnsupportedMediaType",
     "UntrustedArtifact",
@@ -81,6 +84,11 @@ class ServekitError(Exception):
     def detail(self) -> str:
         """The message with its hint, as one line."""
         return f"{self.message}. {self.hint}" if self.hint else self.message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers this error asks for (e.g. `Retry-After`); none by default."""
+        return {}
 
     @property
     def public_message(self) -> str:
@@ -233,11 +241,51 @@ class Overloaded(ServekitError):
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
 
 class CircuitOpen(Overloaded):
     """The model failed repeatedly: requests get a fast 503 until a probe succeeds."""
 
     title = "Model unavailable"
+
+
+class Unauthorized(ServekitError):
+    """No API key, or one that is unknown, revoked or malformed (401)."""
+
+    status = HTTPStatus.UNAUTHORIZED
+    title = "Unauthorized"
+    expose = True
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServekitError):
+    """A valid API key without the scope the route needs (403)."""
+
+    status = HTTPStatus.FORBIDDEN
+    title = "Forbidden"
+    expose = True
+
+
+class RateLimited(ServekitError):
+    """Too many requests for one key or client; retry after `retry_after` whole seconds (429)."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    title = "Too many requests"
+    expose = True
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class PredictionTimeout(ServekitError):

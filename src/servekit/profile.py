@@ -1,5 +1,12 @@
 """Reference profile of training data, stored in the manifest and compared with live inputs
-by the drift monitor: per-feature quantile bins for numbers, frequencies for categories."""
+by the drift monitor: per-feature quantile bins for numbers, frequencies for categories.
+
+A numeric feature also records its empirical CDF on a grid of percentiles (`cdf`: the values
+at the 0th, 1st, ..., 100th percentile, each with how many reference values are below it and at
+or below it), so the KS test of `servekit.monitoring.drift` compares against exact points of the
+reference distribution. Profiles written before `cdf` existed are still assessed, from their
+bin edges (see `servekit.monitoring.drift`).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +21,11 @@ from servekit.signature import Signature
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["PROFILE_BINS", "build_profile", "read_table"]
+__all__ = ["CDF_POINTS", "PROFILE_BINS", "build_profile", "read_table"]
 
 PROFILE_BINS = 10
+CDF_POINTS = 101
+"""Percentiles 0, 1, ..., 100 at which the reference CDF is recorded (fewer when values repeat)."""
 MAX_CATEGORIES = 100
 _QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
@@ -69,8 +78,21 @@ def _numeric_profile(values: np.ndarray) -> dict[str, Any]:
         quantiles={str(q): float(v) for q, v in zip(_QUANTILES, np.quantile(finite, _QUANTILES), strict=True)},
         bin_edges=edges.tolist(),
         bin_counts=counts.tolist(),
+        cdf=_cdf(finite),
     )
     return profile
+
+
+def _cdf(finite: np.ndarray) -> dict[str, list]:
+    """The empirical CDF at the percentile grid: values actually observed (`method="lower"`),
+    each with the count of values strictly below (`lt`) and at or below (`le`) it."""
+    ordered = np.sort(finite)
+    points = np.unique(np.quantile(ordered, np.linspace(0, 1, CDF_POINTS), method="lower"))
+    return {
+        "x": points.tolist(),
+        "lt": np.searchsorted(ordered, points, side="left").tolist(),
+        "le": np.searchsorted(ordered, points, side="right").tolist(),
+    }
 
 
 def _categorical_profile(column: pd.Series) -> dict[str, Any]:

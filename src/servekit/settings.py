@@ -7,15 +7,16 @@ Settings are passed into `create_app(...)`; nothing reads them from a global.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from servekit.errors import InvalidInput
+from servekit.monitoring.drift_settings import DriftSettings
 
-__all__ = ["PredictionLogSettings", "RunnerSettings", "Settings", "load_settings"]
+__all__ = ["PredictionLogSettings", "RateLimitSettings", "RunnerSettings", "Settings", "load_settings"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -76,6 +77,20 @@ class PredictionLogSettings(BaseModel):
     """Rows written per transaction."""
     flush_interval_s: float = Field(1.0, gt=0)
     """Longest a row waits before it is written."""
+    retry_s: float = Field(30.0, gt=0)
+    """How long a batch that cannot be written (database locked, full, unreachable) is retried
+    before its rows are counted lost."""
+
+
+class RateLimitSettings(BaseModel):
+    """Token-bucket rate limit per API key (per client address when authentication is off)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_per_s: float | None = Field(None, gt=0)
+    """Sustained requests per second allowed; none (the default): no rate limit."""
+    burst: int = Field(50, ge=1)
+    """Requests allowed at once above the sustained rate."""
 
 
 class Settings(BaseSettings):
@@ -105,6 +120,28 @@ class Settings(BaseSettings):
     """How often alias references (`name@production`) are checked for a new version."""
     docs: bool = True
     """Serve the interactive API documentation at /docs."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the API (CORS), e.g. `https://app.example.com`, or `*`;
+    empty (the default): no CORS headers, browsers on other origins are refused."""
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """API keys accepted besides those created with `servekit keys create`, each `KEY` or
+    `KEY:predict`, `KEY:admin`, `KEY:predict+admin` (scope predict by default). As an environment
+    variable: `SERVEKIT_API_KEYS=key1,key2:admin`."""
+    auth: bool | None = None
+    """Require an API key on every route but health and docs; default: on as soon as a key is
+    configured here or stored in the registry (`servekit keys create`)."""
+    api_key_cache_s: float = Field(5.0, ge=0)
+    """How long a stored key's check is cached: a revoked key stops working within this time."""
+    metrics_require_key: bool = False
+    """Serve /metrics only to keys with the `admin` scope (default: open, for Prometheus)."""
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    security_headers: bool = True
+    """nosniff, frame denial, no-referrer, no-store and a Content-Security-Policy on every answer
+    (plus HSTS under TLS)."""
+    ssl_certfile: Path | None = None
+    """Serve HTTPS with this certificate chain (PEM); needs `ssl_keyfile`."""
+    ssl_keyfile: Path | None = None
+    """The private key (PEM) of `ssl_certfile`."""
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
     """servekit's log lines, including the one access-log line per request, as JSON or plain text."""
@@ -117,6 +154,21 @@ class Settings(BaseSettings):
     requests over budget are counted in `servekit_requests_over_budget_total`."""
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    """Live inputs against each bundle's reference profile (window, thresholds, check interval)."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _tls_needs_both_files(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("TLS needs both ssl_certfile and ssl_keyfile")
+        return self
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

@@ -350,3 +350,23 @@ def test_bad_settings_are_refused(url: str, settings: dict[str, Any]) -> None:
 def test_a_bad_url_is_refused() -> None:
     with pytest.raises(InvalidInput, match="not a database URL"):
         PredictionLog("registry.db")
+
+
+def test_record_many_keeps_order_counts_overflow_and_samples(url: str, iris: tuple) -> None:
+    X, model = iris
+    names = tuple(IRIS_FEATURES)
+    items = [
+        (1.0e9 + i, "iris", 1, ROUTE, f"m{i}", 1.0, names, X[i : i + 1], predict(model, X[i : i + 1]))
+        for i in range(12)
+    ]
+    log = PredictionLog(url, max_pending=10, batch_size=100)
+    log.record_many(items)
+    assert (log.pending, log.lost) == (10, 2)  # the two that did not fit are counted, not dropped silently
+    log.close()
+    stored = db_rows(Path(url.removeprefix("sqlite:///")))
+    assert [r["request_id"] for r in stored] == [f"m{i}" for i in range(10)]
+    assert json.loads(stored[3]["features"]) == IRIS_FEATURES
+    half = PredictionLog(url, sample_rate=0.5, seed=3)
+    half.record_many(items * 50)
+    assert 240 < half.pending < 360 and half.sampled_out == 600 - half.pending
+    half.close()

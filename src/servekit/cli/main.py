@@ -33,6 +33,8 @@ _COMMAND_MODULES = (
     "servekit.cli.serve",
     "servekit.cli.optimize",
     "servekit.cli.logs",
+    "servekit.cli.keys",
+    "servekit.cli.drift",
     "servekit.cli.build",
 )
 EXIT_USAGE = 2

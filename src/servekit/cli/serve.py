@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from servekit.cli._output import console
+from servekit.errors import InvalidInput
 from servekit.settings import Settings, load_settings
 
 
@@ -33,6 +34,8 @@ def serve_command(
     no_optimize: bool = typer.Option(
         False, "--no-optimize", help="Serve the original artifact even when a verified ONNX variant exists."
     ),
+    ssl_certfile: Path | None = typer.Option(None, "--ssl-certfile", help="Serve HTTPS: certificate chain (PEM)."),
+    ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="Serve HTTPS: private key (PEM)."),
 ) -> None:
     """Serve models over HTTP (native /v1 API, compatible routes, health, docs at /docs)."""
     settings = load_settings(
@@ -47,6 +50,8 @@ def serve_command(
         log_level=log_level,
         docs=False if no_docs else None,
         optimized=False if no_optimize else None,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     run_server(settings)
 
@@ -77,6 +82,9 @@ def preflight(settings: Settings) -> None:
     plane = DataPlane(settings)  # parses every source: missing files, bad refs, duplicate names
     for model in plane.models.values():
         model.source.check(settings, lambda: plane.registry)
+    for option, path in (("--ssl-certfile", settings.ssl_certfile), ("--ssl-keyfile", settings.ssl_keyfile)):
+        if path is not None and not Path(path).is_file():
+            raise InvalidInput(f"{option} {path}: no such file")
 
 
 def run_server(settings: Settings) -> None:
@@ -87,7 +95,8 @@ def run_server(settings: Settings) -> None:
     preflight(settings)
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     metrics_dir = _share_metrics(settings)
-    base = f"http://{settings.host}:{settings.port}"
+    scheme = "https" if settings.ssl_certfile else "http"
+    base = f"{scheme}://{settings.host}:{settings.port}"
     console.print(escape(f"serving {', '.join(settings.models)} at {base} (docs: {base}/docs)"), highlight=False)
     # uvicorn re-raises SIGTERM once its graceful shutdown is done, so the default action would
     # end the process with status -15; a completed graceful shutdown is a normal exit (0).
@@ -124,6 +133,8 @@ def _run_uvicorn(uvicorn: Any, settings: Settings) -> None:
         http="httptools",
         # Accepted requests may run up to the prediction timeout: wait for them before stopping.
         timeout_graceful_shutdown=max(30, int(settings.runner.timeout_s) + 5),
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
         **({"log_config": _json_log_config()} if settings.log_format == "json" else {}),
     )
 

@@ -81,6 +81,7 @@ class Monitor:
         self._children: dict[tuple[Any, ...], Any] = {}
         self._cache_seen: dict[int, tuple[int, int]] = {}
         self.prediction_log: Any | None = None
+        self._feature_names: dict[int, tuple[str, ...]] = {}
         self._written_seen = 0
         self.drift: Any | None = None
         self._runners: dict[int, Runner] = {}
@@ -122,9 +123,13 @@ class Monitor:
 
     def unwatch(self, runner: Runner) -> None:
         """A runner was replaced (new version) or stopped."""
+        self.drain()  # what the old version answered is recorded under its own labels
         self._runners.pop(id(runner), None)
         self._cache_seen.pop(id(runner), None)
+        self._feature_names.pop(id(runner), None)
         runner.on_call = None
+        if self.drift is not None:
+            self.drift.forget(runner)
         if self.metrics is not None:
             predictor = runner.predictor
             labels = (predictor.name, _version(predictor.version))
@@ -142,6 +147,8 @@ class Monitor:
     async def start(self) -> None:
         if self.prediction_log is not None:
             self.prediction_log.start()
+        if self.drift is not None:
+            await self.drift.start()
         self._task = asyncio.create_task(self._run(), name="servekit-monitor")
 
     async def stop(self) -> None:
@@ -151,6 +158,8 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self.drift is not None:
+            await self.drift.stop()
         self.drain()
         if self.prediction_log is not None:
             await asyncio.to_thread(self.prediction_log.close)
@@ -177,6 +186,7 @@ class Monitor:
             self._report_dropped()
             return 0
         lines: list[bytes] = []
+        logged: list[tuple[Any, ...]] = []
         tally = Tally()
         for _ in range(count):
             event = events.popleft()
@@ -184,11 +194,13 @@ class Monitor:
             if kind == _REQUEST:
                 self._record_request(event, tally, lines)
             elif kind == _PREDICTED:
-                self._record_prediction(event, tally)
+                self._record_prediction(event, tally, logged)
             else:
                 self._record_call(event, tally)
         if self.metrics is not None:
             tally.apply(self._child)
+        if logged:
+            self.prediction_log.record_many(logged)  # type: ignore[union-attr]
         if lines:
             self._write(lines)
         self._report_dropped()
@@ -263,7 +275,7 @@ class Monitor:
         took = f"{seconds * 1000:.2f}ms"
         return f"{_iso(at)} {method} {ctx.route} {status} {took}{model} rows={ctx.rows} id={ctx.request_id}".encode()
 
-    def _record_prediction(self, event: tuple[Any, ...], tally: Tally) -> None:
+    def _record_prediction(self, event: tuple[Any, ...], tally: Tally, logged: list[tuple[Any, ...]]) -> None:
         _, runner, batch, prediction, seconds, ctx, at = event
         predictor = runner.predictor
         m = self.metrics
@@ -275,19 +287,28 @@ class Monitor:
             elif prediction.outputs.dtype.kind in "fiu":
                 tally.observe_all(m.prediction_values, labels, prediction.outputs.reshape(-1).tolist())
         if self.prediction_log is not None:
-            self.prediction_log.record(
-                model=predictor.name,
-                version=predictor.version,
-                route=ctx.route if ctx is not None else "",
-                request_id=ctx.request_id if ctx is not None else "",
-                latency_ms=seconds * 1000,
-                feature_names=predictor.signature.names,
-                inputs=batch,
-                outputs=prediction,
-                ts=at,
+            logged.append(
+                (
+                    at,
+                    predictor.name,
+                    predictor.version,
+                    ctx.route if ctx is not None else "",
+                    ctx.request_id if ctx is not None else "",
+                    seconds * 1000,
+                    self._names(runner),
+                    batch,
+                    prediction,
+                )
             )
         if self.drift is not None:
             self.drift.add(runner, batch)
+
+    def _names(self, runner: Runner) -> tuple[str, ...]:
+        """The runner's feature names, one tuple per runner (the prediction log keys its JSON on it)."""
+        names = self._feature_names.get(id(runner))
+        if names is None:
+            names = self._feature_names[id(runner)] = tuple(runner.predictor.signature.names)
+        return names
 
     def _record_call(self, event: tuple[Any, ...], tally: Tally) -> None:
         if self.metrics is None:

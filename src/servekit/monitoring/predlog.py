@@ -213,6 +213,33 @@ class PredictionLog:
         except Exception:  # pragma: no cover - nothing above raises; a request must never fail here
             self._dropped += 1
 
+    def record_many(self, items: Sequence[tuple[Any, ...]]) -> None:
+        """Queue many records at once, each a tuple in the order of `record`'s fields: (ts, model,
+        version, route, request_id, latency_ms, feature_names, inputs, outputs). One lock for all
+        of them: the server's monitor hands over what it drained in one call. Never raises."""
+        try:
+            rate = self._sample_rate
+            if rate < 1.0:
+                chance = self._random.random
+                kept = [item for item in items if chance() < rate]
+            else:
+                kept = list(items)
+            with self._lock:
+                self._sampled_out += len(items) - len(kept)
+                if self._closing:
+                    self._late += len(kept)
+                    return
+                room = self._max_pending - len(self._queue) - self._in_flight
+                if len(kept) > room:
+                    self._dropped += len(kept) - max(room, 0)
+                    kept = kept[: max(room, 0)]
+                self._queue.extend(_Record._make(item) for item in kept)
+                full = len(self._queue) >= self._batch_size
+            if full:
+                self._wake.set()
+        except Exception:  # pragma: no cover - a request must never fail here
+            self._dropped += len(items)
+
     def start(self) -> PredictionLog:
         """Start the writer thread (once)."""
         with self._lock:

@@ -45,6 +45,7 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "alias_history",
     "aliases",
+    "api_keys",
     "create_schema",
     "describe_url",
     "make_engine",
@@ -127,6 +128,28 @@ prediction_log = Table(
     Index("ix_prediction_log_model_ts", "model", "ts"),
     # Retention deletes by age across all models.
     Index("ix_prediction_log_ts", "ts"),
+)
+
+
+# API keys (see security/keys.py). Only a SHA-256 of each whole key is stored, never the key; `id`
+# is the public part of the key that finds its row. A name is unique among keys not yet revoked,
+# so a revoked key's name can be given to its replacement.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(_NAME), nullable=False),
+    Column("scopes", String(_NAME), nullable=False),  # space-separated, sorted
+    Column("key_hash", String(64), nullable=False),  # hex SHA-256 of the whole key
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+Index(
+    "ux_api_keys_active_name",
+    api_keys.c.name,
+    unique=True,
+    sqlite_where=api_keys.c.revoked_at.is_(None),
+    postgresql_where=api_keys.c.revoked_at.is_(None),
 )
 
 

@@ -7,12 +7,15 @@ from contextlib import asynccontextmanager
 from importlib import import_module
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from servekit import __version__
 from servekit.dataplane import DataPlane
+from servekit.monitoring.drift_monitor import DriftMonitor
 from servekit.monitoring.monitor import Monitor
+from servekit.server.guard import Guard, guard_dependency
+from servekit.server.headers import CORS_ALLOWED_HEADERS, CORS_EXPOSED
 from servekit.server.hotpath import ServekitApp
 from servekit.server.middleware import RequestIdMiddleware
 from servekit.server.problems import install_error_handlers
@@ -53,8 +56,11 @@ def create_app(settings: Settings, *, registry: Any | None = None, dataplane: Da
     (see docs/embedding.md).
     """
     plane = dataplane or DataPlane(settings, registry)
+    database_url = _registry_database(settings, registry)
+    guard = Guard(settings, database_url=database_url)
     monitor = Monitor(settings)
-    monitor.prediction_log = _prediction_log(settings, monitor)
+    monitor.prediction_log = _prediction_log(settings, monitor, database_url)
+    monitor.drift = DriftMonitor(settings.drift, monitor.metrics)
     plane.monitor = monitor
 
     @asynccontextmanager
@@ -77,10 +83,12 @@ def create_app(settings: Settings, *, registry: Any | None = None, dataplane: Da
         docs_url="/docs" if settings.docs else None,
         redoc_url="/redoc" if settings.docs else None,
         openapi_url="/openapi.json" if settings.docs else None,
+        dependencies=[Depends(guard_dependency)],
     )
     app.state.settings = settings
     app.state.dataplane = plane
     app.state.monitor = monitor
+    app.state.guard = guard
     install_error_handlers(app)
     for name in PROTOCOL_MODULES:
         module = import_module(name)
@@ -88,27 +96,46 @@ def create_app(settings: Settings, *, registry: Any | None = None, dataplane: Da
         app.add_hot_routes(getattr(module, "HOT", ()))
         if hasattr(module, "install"):
             module.install(app)
-    app.add_middleware(RequestIdMiddleware, monitor=monitor)
+    if settings.cors_origins:  # preflights and FastAPI routes; the hot path adds its own CORS headers
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=list(CORS_ALLOWED_HEADERS),
+            expose_headers=[h.strip() for h in CORS_EXPOSED.split(",")],
+        )
+    app.add_middleware(RequestIdMiddleware, monitor=monitor, settings=settings)
     _document_parsed_bodies(app)
     return app
 
 
-def _prediction_log(settings: Settings, monitor: Monitor) -> Any | None:
+def _registry_database(settings: Settings, registry: Any | None) -> str:
+    """The registry's database URL: API keys and, by default, the prediction log live there."""
+    if registry is not None and getattr(registry, "database_url", None):
+        return str(registry.database_url)
+    from servekit.registry.registry import default_home
+
+    home = settings.home.expanduser().absolute() if settings.home is not None else default_home()
+    return f"sqlite:///{home / 'registry.db'}"
+
+
+def _prediction_log(settings: Settings, monitor: Monitor, database_url: str) -> Any | None:
     """The prediction log the settings ask for: by default every prediction, in the registry database."""
     options = settings.prediction_log
     if not options.enabled:
         return None
     from servekit.monitoring.predlog import PredictionLog
-    from servekit.registry.registry import default_home
 
-    home = settings.home.expanduser().absolute() if settings.home is not None else default_home()
     return PredictionLog(
-        options.url or f"sqlite:///{home / 'registry.db'}",
+        options.url or database_url,
         sample_rate=options.sample_rate,
         batch_size=options.batch_size,
         flush_interval_s=options.flush_interval_s,
         max_pending=options.max_pending,
         retention_s=None if options.retention_days is None else options.retention_days * 86_400,
+        retry_s=options.retry_s,
         on_lost=monitor.on_prediction_log_loss(),
     )
 

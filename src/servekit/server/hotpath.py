@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from servekit.errors import Overloaded, ServekitError
 from servekit.monitoring.context import CURRENT, RequestContext
 from servekit.server.bodies import check_declared_length, check_json_content_type, over_limit, parse_json
+from servekit.server.headers import cors_headers, security_headers
 from servekit.server.hotroutes import HotRoute
 from servekit.server.middleware import HEADER as REQUEST_ID_HEADER
 from servekit.server.middleware import accepted_request_id, new_request_id
@@ -51,6 +52,9 @@ class ServekitApp(FastAPI):
         super().__init__(*args, **kwargs)
         self._hot: list[tuple[Any, HotRoute]] = []
         self._bound: tuple[int, Any, Any] | None = None  # (body limit, data plane, monitor), read from `state`
+        self._guard: Any | None = None  # API keys and rate limits, when configured
+        self._headers: list[tuple[bytes, bytes]] = []  # security headers on every answer
+        self._cors = False
 
     def add_hot_routes(self, routes: Iterable[HotRoute | tuple[str, Answer]]) -> None:
         """POST routes to serve from the raw ASGI messages: `HotRoute`s, or (path, answer) pairs
@@ -72,10 +76,19 @@ class ServekitApp(FastAPI):
                     return
         await super().__call__(scope, receive, send)
 
+    def _bind(self) -> None:
+        """Read, once, what every hot request needs from the app's state."""
+        settings = self.state.settings
+        self._headers = security_headers(settings)
+        self._cors = bool(settings.cors_origins)
+        guard = self.state.guard
+        self._guard = guard if guard.active else None
+        self._bound = (settings.max_body_bytes, self.state.dataplane, self.state.monitor)
+
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, route: HotRoute, params: dict[str, str]
     ) -> None:
-        request_id = content_type = length = None
+        request_id = content_type = length = origin = None
         for key, value in scope["headers"]:
             if key == b"content-type":
                 content_type = value.decode("latin-1")
@@ -83,17 +96,22 @@ class ServekitApp(FastAPI):
                 length = value.decode("latin-1")
             elif key == REQUEST_ID_HEADER:
                 request_id = accepted_request_id(value)
+            elif key == b"origin":
+                origin = value
         request_id = request_id or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         if self._bound is None:
-            self._bound = (self.state.settings.max_body_bytes, self.state.dataplane, self.state.monitor)
-        limit, plane, monitor = self._bound
+            self._bind()
+        limit, plane, monitor = self._bound  # type: ignore[misc]
+        extra = self._headers
+        if origin is not None and self._cors:
+            extra = [*extra, *cors_headers(self.state.settings, origin)]
         ctx = RequestContext(request_id, route.path)
         CURRENT.set(ctx)
         monitor.in_flight += 1
         started = time.perf_counter()
         try:
-            await self._respond(scope, receive, send, route, params, ctx, limit, plane, content_type, length)
+            await self._respond(scope, receive, send, route, params, ctx, limit, plane, content_type, length, extra)
         except _Disconnected:
             monitor.request_done(ctx, "POST", CLIENT_CLOSED, time.perf_counter() - started)
         else:
@@ -113,10 +131,13 @@ class ServekitApp(FastAPI):
         plane: Any,
         content_type: str | None,
         length: str | None,
+        extra: list[tuple[bytes, bytes]],
     ) -> None:
         request_id = ctx.request_id
-        headers: list[tuple[bytes, bytes]] = []
+        headers: list[tuple[bytes, bytes]] = list(extra)
         try:
+            if self._guard is not None:  # before the body is read: strangers get nothing for free
+                await self._guard.admit(scope, route.path)
             if length is not None:
                 check_declared_length(length, limit)
             if route.raw:
@@ -135,8 +156,7 @@ class ServekitApp(FastAPI):
             status = int(exc.status)
             if status >= 500 and not isinstance(exc, Overloaded):
                 logger.error("POST %s failed: %s", scope["path"], exc.detail)
-            if isinstance(exc, Overloaded):
-                headers.append((b"retry-after", str(exc.retry_after).encode()))
+            headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
             media, out = route.error_body(scope["path"], status, exc.title, exc.public_message, request_id)
         except Exception:
             logger.exception("POST %s raised", scope["path"])

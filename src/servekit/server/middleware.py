@@ -12,6 +12,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servekit.monitoring.context import CURRENT, RequestContext
+from servekit.server.headers import DOCS_PATHS, security_headers
 
 __all__ = ["HEADER", "RequestIdMiddleware", "accepted_request_id", "new_request_id"]
 
@@ -41,9 +42,12 @@ class RequestIdMiddleware:
     """Accept the caller's `X-Request-ID` when it is sane, else make one; echo it back. With a
     monitor, tell it about every request: route template, status, time taken."""
 
-    def __init__(self, app: ASGIApp, monitor: Any | None = None) -> None:
+    def __init__(self, app: ASGIApp, monitor: Any | None = None, settings: Any | None = None) -> None:
         self.app = app
         self.monitor = monitor
+        self.settings = settings
+        self._headers = security_headers(settings) if settings is not None else []
+        self._page_headers = security_headers(settings, page=True) if settings is not None else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,6 +59,7 @@ class RequestIdMiddleware:
                 request_id = accepted_request_id(value)
                 break
         request_id = request_id or new_request_id()
+        extra = self._page_headers if scope["path"] in DOCS_PATHS else self._headers
         scope.setdefault("state", {})["request_id"] = request_id
         encoded = request_id.encode()
         monitor = self.monitor
@@ -63,7 +68,7 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (HEADER, encoded)]
+                message["headers"] = [*message.get("headers", []), (HEADER, encoded), *extra]
                 ctx.status = message["status"]
             await send(message)
 

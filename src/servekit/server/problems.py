@@ -82,8 +82,7 @@ async def _servekit_error(request: Request, exc: Exception) -> Response:
     status = int(exc.status)
     if status >= 500 and not isinstance(exc, Overloaded):
         logger.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
-    return _respond(request, status, exc.title, exc.public_message, headers)
+    return _respond(request, status, exc.title, exc.public_message, exc.headers or None)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

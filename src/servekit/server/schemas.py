@@ -77,6 +77,38 @@ class Status(BaseModel):
     models: dict[str, str] = Field(default_factory=dict, description="State of each model: loading, ready or failed.")
 
 
+class FeatureDriftAnswer(BaseModel):
+    feature: str
+    kind: str = Field(description="numeric or categorical")
+    state: str = Field(description="ok, drift or not_assessable")
+    reason: str | None = Field(None, description="Why the feature could not be assessed, or what drifted")
+    n_current: int
+    n_missing: int
+    n_reference: int
+    ks_statistic: float | None = None
+    ks_pvalue: float | None = None
+    chi2_statistic: float | None = None
+    chi2_pvalue: float | None = None
+    psi: float | None = Field(None, description="Population stability index over the reference bins")
+    threshold: float | None = Field(None, description="p-value threshold applied to this feature")
+    score: float | None = None
+
+
+class DriftAnswer(BaseModel):
+    model: str
+    version: int | None
+    status: str = Field(description="ok, drift, or no_reference when the bundle has no profile")
+    window: dict[str, int] = Field(description="Rows in the sliding window, its size and the minimum assessed")
+    features: list[FeatureDriftAnswer]
+    rows: int | None = None
+    generated_at: str | None = None
+    drift: bool | None = None
+    drifted: list[str] | None = None
+    assessed: int | None = None
+    thresholds: dict[str, float] | None = None
+    detail: str | None = None
+
+
 class SeedModelInfo(BaseModel):
     model_name: str
     model_version: str | None

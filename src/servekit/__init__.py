@@ -23,6 +23,7 @@ __all__ = [
     "__version__",
     "load",
     "pack",
+    "score",
 ]
 
 _LAZY = {
@@ -37,9 +38,11 @@ _LAZY = {
     "Signature": "servekit.signature",
     "load": "servekit.loading",
     "pack": "servekit.packing",
+    "score": "servekit.batch",
 }
 
 if TYPE_CHECKING:
+    from servekit.batch import score
     from servekit.bundle import Bundle, Manifest
     from servekit.client import AsyncClient, Client
     from servekit.errors import ServekitError

@@ -90,7 +90,8 @@ class DataPlane:
         if self._registry is None:
             from servekit.registry import Registry
 
-            self._registry = Registry(self.settings.home)
+            settings = self.settings
+            self._registry = Registry(settings.home, database_url=settings.database_url, store_url=settings.store_url)
         return self._registry
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+
 from servekit.bundle import Bundle, Manifest
-from servekit.errors import PredictionFailed, ServekitError
+from servekit.errors import InvalidInput, PredictionFailed, ServekitError
 from servekit.prediction import Prediction
 from servekit.runtimes import Runtime
 from servekit.signature import Batch, Signature
@@ -60,12 +62,14 @@ class Predictor:
     def predict_batch(self, batch: Batch) -> Prediction:
         """Predict on a batch already produced by the signature."""
         try:
-            return self.runtime.predict(batch)
+            prediction = self.runtime.predict(batch)
         except ServekitError:
             raise
         except Exception as exc:
             logger.exception("model %s version %s failed to predict", self.name, self.version)
             raise PredictionFailed(f"the model raised {type(exc).__name__} while predicting") from exc
+        _check_finite(prediction)
+        return prediction
 
     def metadata(self) -> dict[str, Any]:
         """Manifest facts for metadata endpoints (no file paths, no profile)."""
@@ -87,3 +91,14 @@ class Predictor:
     def __repr__(self) -> str:
         variant = f", variant {self.variant}" if self.variant else ""
         return f"<Predictor {self.name} v{self.version} ({self.runtime.format}{variant})>"
+
+
+def _check_finite(prediction: Prediction) -> None:
+    """`InvalidInput` when an output or probability is NaN or infinite (JSON would carry null)."""
+    for values in (prediction.outputs, prediction.probabilities):
+        if values is not None and values.dtype.kind == "f" and not np.isfinite(values).all():
+            row = int(np.argwhere(~np.isfinite(values))[0][0])
+            raise InvalidInput(
+                f"the model's output for row {row} is not a finite number",
+                hint="The input is probably far outside the range the model was trained on",
+            )

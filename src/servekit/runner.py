@@ -30,7 +30,7 @@ import numpy as np
 
 from servekit.cache import PredictionCache
 from servekit.circuit import CircuitBreaker
-from servekit.errors import Overloaded, PredictionFailed, PredictionTimeout
+from servekit.errors import InvalidInput, Overloaded, PredictionFailed, PredictionTimeout
 from servekit.prediction import Prediction
 from servekit.predictor import Predictor
 from servekit.settings import RunnerSettings
@@ -254,6 +254,13 @@ class Runner:
         stacked = jobs[0].batch if len(jobs) == 1 else _stack([j.batch for j in jobs])
         try:
             whole = await loop.run_in_executor(self._executor, self._predict, stacked)
+        except InvalidInput as exc:
+            if len(jobs) == 1:
+                _fail(jobs, exc)
+                return
+            for job in jobs:  # one request's rows spoiled the batch: answer each request alone
+                await self._run(loop, [job])
+            return
         except Exception as exc:
             _fail(jobs, exc)
             return
@@ -267,6 +274,13 @@ def _settle(jobs: list[_Job], predict: Callable[[Batch], Prediction]) -> None:
         return
     try:
         whole = predict(live[0].batch if len(live) == 1 else _stack([j.batch for j in live]))
+    except InvalidInput as exc:
+        if len(live) == 1:
+            _fail(live, exc)
+            return
+        for job in live:  # one request's rows spoiled the batch: answer each request alone
+            _settle([job], predict)
+        return
     except Exception as exc:
         _fail(live, exc)
         return

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     """What to serve: model files, bundle folders or registry refs (`name`, `name:3`, `name@alias`)."""
     home: Path | None = None
     """Registry home; default `~/.servekit`."""
+    database_url: str | None = None
+    """The registry database as a SQLAlchemy URL (e.g. `postgresql://...`), shared by several
+    servers; default: `{home}/registry.db`. API keys and the prediction log live there too."""
+    store_url: str | None = None
+    """Where the registry keeps artifacts, as an fsspec URL (e.g. `s3://bucket/models`);
+    default: `{home}/models`."""
     host: str = DEFAULT_HOST
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
     workers: int = Field(1, ge=1)

@@ -365,6 +365,6 @@ def _kind(value: Any) -> str:
         return "bytes"
     if isinstance(value, Mapping):
         return "an object"
-    if isinstance(value, Sequence):
+    if isinstance(value, Sequence | np.ndarray):
         return "a list"
     return type(value).__name__

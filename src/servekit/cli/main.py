@@ -35,6 +35,7 @@ _COMMAND_MODULES = (
     "servekit.cli.logs",
     "servekit.cli.keys",
     "servekit.cli.drift",
+    "servekit.cli.score",
     "servekit.cli.build",
 )
 EXIT_USAGE = 2

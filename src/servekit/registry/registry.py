@@ -56,6 +56,10 @@ __all__ = ["DEFAULT_HOME", "ModelSummary", "RegisteredVersion", "Registry", "def
 
 DEFAULT_HOME = Path("~/.servekit")
 HOME_ENV = "SERVEKIT_HOME"
+DATABASE_ENV = "SERVEKIT_DATABASE_URL"
+"""A SQLAlchemy URL (e.g. PostgreSQL) shared by several servers, instead of `{home}/registry.db`."""
+STORE_ENV = "SERVEKIT_STORE_URL"
+"""An fsspec URL (e.g. s3://bucket/models) for the artifacts, instead of `{home}/models`."""
 _SHOWN = 20
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -105,7 +109,9 @@ class Registry:
     """Named, versioned model bundles with aliases, in a SQL database and a file store.
 
     `home` defaults to `default_home()`; the database to the SQLite file `{home}/registry.db`
-    and the store to the folder `{home}/models`. Any SQLAlchemy URL and fsspec URL work too.
+    and the store to the folder `{home}/models`. Any SQLAlchemy URL and fsspec URL work too,
+    given here or as `SERVEKIT_DATABASE_URL` / `SERVEKIT_STORE_URL` (several servers sharing one
+    registry).
     """
 
     def __init__(
@@ -116,6 +122,8 @@ class Registry:
         store_url: str | None = None,
     ) -> None:
         self.home = Path(home).expanduser().absolute() if home is not None else default_home()
+        database_url = database_url or os.environ.get(DATABASE_ENV) or None
+        store_url = store_url or os.environ.get(STORE_ENV) or None
         self.database_url = database_url or f"sqlite:///{self.home / 'registry.db'}"
         self.store_url = str(store_url) if store_url is not None else str(self.home / "models")
         self.location = str(self.home) if database_url is None else describe_url(self.database_url)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from servekit.errors import CorruptArtifact
+from servekit.errors import CorruptArtifact, InvalidInput
 from servekit.prediction import Prediction
 from servekit.runtimes.base import ModelDescription
 from servekit.signature import Batch, Feature, Signature
@@ -18,6 +18,8 @@ __all__ = ["check_estimator", "describe_estimator", "predict_estimator"]
 _ENCODERS = frozenset({"OneHotEncoder", "OrdinalEncoder", "TargetEncoder"})
 # Estimators whose `predict` may disagree with the argmax of `predict_proba` (Platt scaling).
 _INCONSISTENT_PROBA = frozenset({"SVC", "NuSVC"})
+# scikit-learn's message when a value overflows the float32 that trees and forests compute in.
+_TOO_LARGE = "infinity or a value too large for dtype('float32')"
 
 
 def check_estimator(obj: Any, source: str) -> Any:
@@ -77,6 +79,19 @@ def predict_estimator(model: Any, batch: Batch, classes: list[Any] | None) -> Pr
     Classifiers are asked once, for probabilities, and labels are their argmax: for every
     estimator whose `predict` is defined that way this halves the cost of a request.
     """
+    try:
+        return _predict(model, batch, classes)
+    except ValueError as exc:
+        if _TOO_LARGE not in str(exc):
+            raise
+        largest = float(np.finfo(np.float32).max)
+        raise InvalidInput(
+            "a value is too large for this model, which computes in float32",
+            hint=f"Send values between {-largest:.4g} and {largest:.4g}",
+        ) from None
+
+
+def _predict(model: Any, batch: Batch, classes: list[Any] | None) -> Prediction:
     proba = getattr(model, "predict_proba", None)
     if classes is not None and callable(proba):
         probabilities = np.asarray(proba(batch), dtype="float64")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import import_module
@@ -25,13 +26,15 @@ from servekit.settings import Settings
 __all__ = ["create_app"]
 
 # Each protocol module has a `router`, and may have `install(app)` to add its own error shape.
+# KServe's `/v1/models/{name}:predict` comes before the native `/v1/models/{name}`, which also
+# matches it: the first route a path matches answers a wrong method, with its methods in `Allow`.
 PROTOCOL_MODULES = (
     "servekit.server.routes.health",
+    "servekit.server.routes.kserve",
     "servekit.server.routes.native",
     "servekit.server.routes.seed",
     "servekit.server.routes.mlflow",
     "servekit.server.routes.oip",
-    "servekit.server.routes.kserve",
     "servekit.server.routes.monitoring",
 )
 
@@ -115,8 +118,12 @@ def _registry_database(settings: Settings, registry: Any | None) -> str:
     """The registry's database URL: API keys and, by default, the prediction log live there."""
     if registry is not None and getattr(registry, "database_url", None):
         return str(registry.database_url)
-    from servekit.registry.registry import default_home
+    if settings.database_url:
+        return settings.database_url
+    from servekit.registry.registry import DATABASE_ENV, default_home
 
+    if os.environ.get(DATABASE_ENV):
+        return os.environ[DATABASE_ENV]
     home = settings.home.expanduser().absolute() if settings.home is not None else default_home()
     return f"sqlite:///{home / 'registry.db'}"
 

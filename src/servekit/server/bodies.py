@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -9,7 +10,14 @@ from starlette.requests import Request
 
 from servekit.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ["check_declared_length", "check_json_content_type", "parse_json", "read_body", "read_json"]
+__all__ = [
+    "check_declared_length",
+    "check_identity_encoding",
+    "check_json_content_type",
+    "parse_json",
+    "read_body",
+    "read_json",
+]
 
 JSON_TYPES = ("application/json", "application/problem+json", "text/json")
 
@@ -57,16 +65,66 @@ def check_json_content_type(header: str) -> None:
         raise UnsupportedMediaType(f"Content-Type {content_type!r} is not accepted here; send application/json")
 
 
+def check_identity_encoding(header: str | None) -> None:
+    """415 for a compressed body on a route that does not decompress (only OIP's infer does)."""
+    if header is not None and header.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {header.strip()[:20]!r} is not supported here", hint="Send the body uncompressed"
+        )
+
+
 def parse_json(body: bytes) -> Any:
+    """The JSON body, refusing objects that repeat a key (JSON parsers disagree on which one wins,
+    so a gateway and the model could read different values)."""
     if not body:
         raise MalformedRequest("the request body is empty; send a JSON object")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+    colons = body.count(b":")
+    if colons > 1 and _count_keys(value) != colons:
+        _check_unique_keys(body)  # a key was lost, or a string holds a colon: look closely
+    return value
+
+
+def _count_keys(value: Any) -> int:
+    """Keys of the objects in `value`, skipping lists that do not start with an object or list.
+
+    Every key owns exactly one colon of the body, so when this equals the body's colon count no
+    key was dropped as a duplicate. Skipped parts only make the count smaller, which sends the body
+    to the exact check: never a duplicate missed, and a body of numbers costs no walk."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            count += len(item)
+            stack.extend(v for v in item.values() if type(v) is dict or (type(v) is list and v))
+        elif type(item) is list and item and type(item[0]) in (dict, list):
+            stack.extend(v for v in item if type(v) is dict or (type(v) is list and v))
+    return count
+
+
+def _check_unique_keys(body: bytes) -> None:
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys)
+    except RecursionError:  # orjson reads 1024 levels, the standard library fewer
+        raise MalformedRequest("the body nests too deeply to be read") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise MalformedRequest(f"the key {key[:40]!r} appears more than once in an object; give each key once")
+            seen.add(key)
+    return found
 
 
 async def read_json(request: Request, limit: int) -> Any:
     """The body parsed as JSON, with the checks above."""
     check_json_type(request)
+    check_identity_encoding(request.headers.get("content-encoding"))
     return parse_json(await read_body(request, limit))

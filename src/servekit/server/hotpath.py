@@ -25,7 +25,13 @@ from starlette.types import Receive, Scope, Send
 
 from servekit.errors import Overloaded, ServekitError
 from servekit.monitoring.context import CURRENT, RequestContext
-from servekit.server.bodies import check_declared_length, check_json_content_type, over_limit, parse_json
+from servekit.server.bodies import (
+    check_declared_length,
+    check_identity_encoding,
+    check_json_content_type,
+    over_limit,
+    parse_json,
+)
 from servekit.server.headers import cors_headers, security_headers
 from servekit.server.hotroutes import HotRoute
 from servekit.server.middleware import HEADER as REQUEST_ID_HEADER
@@ -88,12 +94,14 @@ class ServekitApp(FastAPI):
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, route: HotRoute, params: dict[str, str]
     ) -> None:
-        request_id = content_type = length = origin = None
+        request_id = content_type = length = origin = encoding = None
         for key, value in scope["headers"]:
             if key == b"content-type":
                 content_type = value.decode("latin-1")
             elif key == b"content-length":
                 length = value.decode("latin-1")
+            elif key == b"content-encoding":
+                encoding = value.decode("latin-1")
             elif key == REQUEST_ID_HEADER:
                 request_id = accepted_request_id(value)
             elif key == b"origin":
@@ -111,7 +119,9 @@ class ServekitApp(FastAPI):
         monitor.in_flight += 1
         started = time.perf_counter()
         try:
-            await self._respond(scope, receive, send, route, params, ctx, limit, plane, content_type, length, extra)
+            await self._respond(
+                scope, receive, send, route, params, ctx, limit, plane, content_type, length, extra, encoding
+            )
         except _Disconnected:
             monitor.request_done(ctx, "POST", CLIENT_CLOSED, time.perf_counter() - started)
         else:
@@ -132,6 +142,7 @@ class ServekitApp(FastAPI):
         content_type: str | None,
         length: str | None,
         extra: list[tuple[bytes, bytes]],
+        encoding: str | None = None,
     ) -> None:
         request_id = ctx.request_id
         headers: list[tuple[bytes, bytes]] = list(extra)
@@ -149,6 +160,7 @@ class ServekitApp(FastAPI):
             else:
                 if content_type is not None:
                     check_json_content_type(content_type)
+                check_identity_encoding(encoding)
                 body = parse_json(await _read_body(receive, limit))
                 payload = await route.answer(plane, body, request_id, **params)
                 status, media, out = 200, _JSON, orjson.dumps(payload, option=JSON_OPTIONS)

@@ -6,29 +6,42 @@ objects on the hot path); these models keep `/docs` complete and accurate.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 Value = float | int | str | bool | None
+Row = Annotated[list[Value], Field(min_length=1)] | dict[str, Value]
+"""One row: values in feature order, or an object of named values."""
 
 
-class NativePredictRequest(BaseModel):
+class NativeRow(BaseModel):
+    """One row."""
+
+    features: Row
+
+
+class NativeRows(BaseModel):
+    """Many rows."""
+
+    instances: Annotated[list[Row], Field(min_length=1)]
+
+
+def _native_schema(schema: dict[str, Any]) -> None:
+    # `oneOf`, not pydantic's `anyOf`: a body with both keys matches both, and is refused.
+    schema["oneOf"] = schema.pop("anyOf")
+    schema["examples"] = [
+        {"features": [5.1, 3.5, 1.4, 0.2]},
+        {"features": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}},
+        {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
+    ]
+
+
+class NativePredictRequest(RootModel[NativeRow | NativeRows]):
     """One row as `features` (a list in feature order, or an object of named features), or many
-    rows as `instances` (a list of lists or of objects)."""
+    rows as `instances` (a list of lists or of objects): exactly one of the two."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"features": [5.1, 3.5, 1.4, 0.2]},
-                {"features": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}},
-                {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
-            ]
-        }
-    )
-
-    features: list[Value] | dict[str, Value] | None = None
-    instances: list[list[Value] | dict[str, Value]] | None = None
+    model_config = ConfigDict(json_schema_extra=_native_schema)
 
 
 class PredictionRecord(BaseModel):
@@ -58,7 +71,7 @@ class Problem(BaseModel):
 class SeedPredictRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"features": [5.1, 3.5, 1.4, 0.2]}]})
 
-    features: list[Value] | dict[str, Value]
+    features: Row
 
 
 class SeedPredictResponse(BaseModel):
@@ -150,7 +163,7 @@ def json_body(schema: str, *, array: bool = False) -> dict[str, Any]:
     """`openapi_extra` documenting a JSON request body that the route parses itself."""
     ref: dict[str, Any] = {"$ref": f"#/components/schemas/{schema}"}
     if array:
-        ref = {"type": "array", "items": ref}
+        ref = {"type": "array", "items": ref, "minItems": 1}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 

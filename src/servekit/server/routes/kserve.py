@@ -57,9 +57,15 @@ _BODY = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "instances": {"type": "array", "items": {}, "description": "Rows: lists or objects."},
-                        "inputs": {"type": "array", "items": {}, "description": "Same as instances."},
+                        "instances": {
+                            "type": "array",
+                            "items": {},
+                            "minItems": 1,
+                            "description": "Rows: lists or objects.",
+                        },
+                        "inputs": {"type": "array", "items": {}, "minItems": 1, "description": "Same as instances."},
                     },
+                    "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
                     "example": {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
                 }
             }

@@ -20,11 +20,11 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from servekit import __version__
 from servekit.errors import InvalidInput, MalformedRequest, UnsupportedMediaType
-from servekit.server.bodies import parse_json, read_body
+from servekit.server.bodies import check_identity_encoding, parse_json, read_body
 from servekit.server.problems import add_error_shape
 from servekit.server.routes._common import body_limit, dataplane, json_response
 from servekit.signature import Batch, Signature
@@ -74,7 +74,10 @@ _OPENAPI = {
     "requestBody": {
         "required": True,
         "content": {
-            CONTENT_TYPE_JSON: {"schema": {"type": "object"}, "examples": _EXAMPLES},
+            CONTENT_TYPE_JSON: {
+                "schema": {"type": "object", "oneOf": [{"required": [field]} for field in INPUT_FIELDS]},
+                "examples": _EXAMPLES,
+            },
             CONTENT_TYPE_CSV: {"schema": {"type": "string"}, "example": "a,b\n1.0,2.0\n"},
         },
     }
@@ -101,6 +104,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def invocations(request: Request) -> Response:
     content_type = media_type(request.headers.get("content-type"))
+    check_identity_encoding(request.headers.get("content-encoding"))
     plane = dataplane(request)
     runner = plane.runner(plane.default_name)
     body = await read_body(request, body_limit(request))
@@ -115,12 +119,17 @@ async def invocations(request: Request) -> Response:
     return json_response({"predictions": prediction.outputs.tolist()})
 
 
-@router.get("/ping", summary="Health (MLflow scoring protocol)")
+@router.get(
+    "/ping",
+    response_class=PlainTextResponse,
+    responses={503: {"description": "The model is not ready", "content": {"text/plain": {}}}},
+    summary="Health (MLflow scoring protocol)",
+)
 async def ping(request: Request) -> Response:
     return Response("\n", status_code=200 if dataplane(request).ready else 503, media_type="text/plain")
 
 
-@router.get("/version", summary="Server version (MLflow scoring protocol)")
+@router.get("/version", response_class=PlainTextResponse, summary="Server version (MLflow scoring protocol)")
 async def version() -> Response:
     return Response(__version__, media_type="text/plain")
 
@@ -242,8 +251,10 @@ def batch_from_parquet(signature: Signature, body: bytes) -> Batch:
 
         import_optional("pyarrow", None)  # raises MissingDependency naming the package
         raise
-    except Exception as exc:
-        raise MalformedRequest(f"the body is not a Parquet file: {exc}") from None
+    except Exception:
+        raise MalformedRequest(
+            "the body is not a Parquet file", hint="Send the bytes of DataFrame.to_parquet(), or use JSON or CSV"
+        ) from None
     columns = [str(c) for c in frame.columns]
     return signature.batch_from_rows(_reorder(signature, columns, frame.to_numpy(dtype=object).tolist()))
 

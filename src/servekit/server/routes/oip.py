@@ -26,6 +26,7 @@ from servekit.server.bodies import read_body
 from servekit.server.hotroutes import HotRoute
 from servekit.server.oip_codec import (
     BYTES,
+    DATATYPES,
     NUMBER_TYPES,
     InferenceRequest,
     OutputTensor,
@@ -104,13 +105,14 @@ _INFER_BODY = {
                         "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
                         "inputs": {
                             "type": "array",
+                            "minItems": 1,
                             "items": {
                                 "type": "object",
                                 "required": ["name", "shape", "datatype"],
                                 "properties": {
-                                    "name": {"type": "string"},
-                                    "shape": {"type": "array", "items": {"type": "integer"}},
-                                    "datatype": {"type": "string", "examples": ["FP64"]},
+                                    "name": {"type": "string", "minLength": 1},
+                                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                                    "datatype": {"enum": list(DATATYPES)},
                                     "data": {"type": "array", "items": {}},
                                     "parameters": {"type": "object"},
                                 },

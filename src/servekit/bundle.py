@@ -25,6 +25,11 @@ MANIFEST_SCHEMA_VERSION = 1
 _CHUNK = 1 << 20
 
 
+# libyaml's safe loader and dumper when PyYAML has them (a manifest with a reference profile holds
+# thousands of numbers: ~20x faster than the pure-Python ones); the same YAML either way.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 class Manifest(BaseModel):
     """The content of `servekit.yaml`."""
 
@@ -80,12 +85,12 @@ class Manifest(BaseModel):
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True)
 
     @classmethod
     def from_yaml(cls, text: str, source: str = MANIFEST_NAME) -> Manifest:
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_LOADER)  # a safe loader, in C when available
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

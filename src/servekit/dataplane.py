@@ -155,8 +155,7 @@ class DataPlane:
             )
         ctx = CURRENT.get()
         if ctx is not None:  # the request's model and version, for its metrics and access log
-            predictor = model.runner.predictor
-            ctx.model, ctx.version = predictor.name, "" if predictor.version is None else str(predictor.version)
+            ctx.model, ctx.version = model.runner.labels
         return model.runner
 
     @staticmethod

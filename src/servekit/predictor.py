@@ -4,6 +4,7 @@ server's Runner and batch scoring all use."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,12 @@ class Predictor:
 def _check_finite(prediction: Prediction) -> None:
     """`InvalidInput` when an output or probability is NaN or infinite (JSON would carry null)."""
     for values in (prediction.outputs, prediction.probabilities):
-        if values is not None and values.dtype.kind == "f" and not np.isfinite(values).all():
+        # One sum is finite exactly when every value is, unless huge values overflow it: then look.
+        if (
+            values is not None
+            and values.dtype.kind == "f"
+            and not (math.isfinite(values.sum()) or np.isfinite(values).all())
+        ):
             row = int(np.argwhere(~np.isfinite(values))[0][0])
             raise InvalidInput(
                 f"the model's output for row {row} is not a finite number",

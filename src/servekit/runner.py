@@ -69,6 +69,8 @@ class Runner:
         self.circuit = CircuitBreaker(
             predictor.name, failures=self.settings.circuit_failures, reset_after_s=self.settings.circuit_reset_s
         )
+        self.labels = (predictor.name, "" if predictor.version is None else str(predictor.version))
+        """(model, version) as metric labels."""
         self.on_call: Callable[[int, float], None] | None = None
         """Told the rows and seconds of every predict call (the monitor's batch-size and latency metrics)."""
 
@@ -100,7 +102,7 @@ class Runner:
         the circuit is open."""
         if not self.circuit.state:
             try:
-                found = await self._cached_infer(batch)
+                found = await (self._infer(batch) if self.cache is None else self._cached_infer(batch))
             except (PredictionFailed, PredictionTimeout):
                 self.circuit.failure()
                 raise

@@ -71,9 +71,9 @@ class PredictionLogSettings(BaseModel):
     """Share of predictions logged (1: all of them)."""
     retention_days: float | None = Field(30.0, gt=0)
     """Rows older than this are deleted (none: keep everything)."""
-    max_pending: int = Field(100_000, ge=1)
+    max_pending: int = Field(20_000, ge=1)
     """Rows kept in memory while the database is slow or unreachable; beyond, rows are counted lost."""
-    batch_size: int = Field(500, ge=1)
+    batch_size: int = Field(1000, ge=1)
     """Rows written per transaction."""
     flush_interval_s: float = Field(1.0, gt=0)
     """Longest a row waits before it is written."""

@@ -66,7 +66,9 @@ def test_valid_manifest_and_yaml_round_trip() -> None:
 
 def test_invalid_yaml_is_one_line_with_line_and_column() -> None:
     error = invalid("name: [unclosed\nformat: x\n")
-    assert error.message == "servekit.yaml is not valid YAML at line 2, column 7: expected ',' or ']', but got ':'"
+    # libyaml and the pure-Python parser word the problem differently; the place is the same.
+    assert error.message.startswith("servekit.yaml is not valid YAML at line 2, column 7: ")
+    assert "expected ',' or ']'" in error.message
     assert "\n" not in error.detail
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from servekit.errors import InvalidInput, ModelNotFound, NotFound
+from servekit.monitoring import arraycodec
 from servekit.monitoring.predlog import PredictionLog, export, load_inputs, parse_duration, parse_since
 from servekit.prediction import Prediction
 from tests.support import IRIS_FEATURES
@@ -79,11 +80,12 @@ def test_every_record_is_written_once_with_its_content(tmp_path: Path, url: str,
     assert datetime.fromisoformat(third["ts"]).replace(tzinfo=UTC).timestamp() == moment + 3
     assert json.loads(third["features"]) == IRIS_FEATURES
     assert json.loads(third["classes"]) == ["setosa", "versicolor", "virginica"]
-    assert np.array_equal(np.array(json.loads(third["inputs"])), X[3:4])
+    (inputs,) = arraycodec.decode(third["inputs"])
+    assert inputs.dtype == np.float64 and np.array_equal(inputs, X[3:4])  # stored as the exact bytes
     expected = predict(model, X[3:4])
-    outputs = json.loads(third["outputs"])
-    assert outputs["prediction"] == expected.outputs.tolist()
-    assert outputs["probabilities"] == expected.probabilities.tolist()
+    labels, probabilities = arraycodec.decode(third["outputs"])
+    assert list(labels) == expected.outputs.tolist()
+    assert np.array_equal(probabilities, expected.probabilities)
     assert sum(r["rows"] for r in stored) == sum(1 + i % 3 for i in range(50))
 
 
@@ -370,3 +372,26 @@ def test_record_many_keeps_order_counts_overflow_and_samples(url: str, iris: tup
     half.record_many(items * 50)
     assert 240 < half.pending < 360 and half.sampled_out == 600 - half.pending
     half.close()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [np.arange(12, dtype="float32").reshape(3, 4)],
+        [np.array(["setosa", "virginica"], dtype=object), np.array([[0.9, 0.1], [0.2, 0.8]])],
+        [np.array([1, 2, 3], dtype="int64"), None],
+        [np.array([[1.5, np.nan, -np.inf]]), [["a", 1.0]]],
+        [np.zeros((0, 30))],
+    ],
+)
+def test_the_blob_codec_round_trips(values: list) -> None:
+    decoded = arraycodec.decode(arraycodec.encode(*values))
+    assert len(decoded) == len(values)
+    for got, want in zip(decoded, values, strict=True):
+        if isinstance(want, np.ndarray) and want.dtype.kind != "O":
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert np.array_equal(got, want, equal_nan=True)
+        else:
+            assert got == (want.tolist() if isinstance(want, np.ndarray) else want)
+    with pytest.raises(ValueError, match="not a prediction-log blob"):
+        arraycodec.decode(b"x123")

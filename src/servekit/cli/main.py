@@ -37,6 +37,7 @@ _COMMAND_MODULES = (
     "servekit.cli.drift",
     "servekit.cli.score",
     "servekit.cli.build",
+    "servekit.cli.export",
 )
 EXIT_USAGE = 2
 
@@ -58,6 +59,22 @@ for _module in _COMMAND_MODULES:
     import_module(_module).register(app)
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """click's usage errors, and typer's own copies of them (typer 0.29 and later vendor click)."""
+    found: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+    except ImportError:
+        pass
+    else:
+        found.append(TyperClickException)
+    return tuple(found)
+
+
+_USAGE_ERRORS = _usage_errors()
+_ABORTS = (click.Abort, typer.Abort, KeyboardInterrupt)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; exit 2 with one clear line on any servekit or usage error."""
     try:
@@ -65,10 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     except ServekitError as exc:
         err_console.print(f"[bold red]error:[/] {escape(exc.detail)}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
-    except click.ClickException as exc:
-        exc.show()
+    except _USAGE_ERRORS as exc:
+        context = getattr(exc, "ctx", None)
+        where = f" (see `{context.command_path} --help`)" if context is not None else ""
+        message = exc.format_message().replace("\n", " ")
+        err_console.print(f"[bold red]error:[/] {escape(message)}{escape(where)}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
-    except (click.Abort, KeyboardInterrupt):
+    except _ABORTS:
         err_console.print("aborted")
         sys.exit(130)
     except Exception as exc:

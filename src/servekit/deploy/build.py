@@ -6,7 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from servekit.deploy.context import DeployContext, context_for
+from servekit.deploy.context import DeployContext, check_image, check_requirement, context_for
 from servekit.deploy.model import resolve_model
 from servekit.deploy.targets import Target, get_target
 from servekit.deploy.wheel import servekit_source, source_checkout
@@ -47,6 +47,10 @@ def build(
     `model` is a bundle folder, a model file (packed on the fly) or a registry reference.
     """
     target = get_target(target_name)
+    for reference, option in ((image, "--image"), (base_image, "--base-image")):
+        if reference is not None:
+            check_image(reference, option)
+    requirements = tuple(check_requirement(line) for line in requirements)
     output = Path(output)
     check_output(output, force=force)  # before any slow step
     with tempfile.TemporaryDirectory(prefix="servekit-build-") as scratch:

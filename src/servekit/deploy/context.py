@@ -15,10 +15,18 @@ from typing import Any
 
 from servekit import __version__
 from servekit.bundle import Bundle
-from servekit.errors import UntrustedArtifact
+from servekit.errors import InvalidInput, UntrustedArtifact
 from servekit.runtimes import get_runtime
 
-__all__ = ["DEFAULT_PORT", "MIN_PYTHON", "DeployContext", "context_for", "k8s_name"]
+__all__ = [
+    "DEFAULT_PORT",
+    "MIN_PYTHON",
+    "DeployContext",
+    "check_image",
+    "check_requirement",
+    "context_for",
+    "k8s_name",
+]
 
 DEFAULT_PORT = 8080
 MIN_PYTHON = (3, 11)
@@ -31,6 +39,13 @@ _TORCH_EXTRAS = frozenset({"torch", "keras"})
 _PINNED_FRAMEWORKS = {"scikit-learn": "scikit-learn"}
 _PINNED_FORMATS = frozenset({"pickle", "joblib", "skops"})
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
+# An image reference as Docker's distribution/reference grammar has it: [HOST[:PORT]/]PATH[:TAG][@DIGEST].
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:]+\])"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"(?:{_HOST}(?::[0-9]+)?/)?{_PATH}(?:/{_PATH})*(?::\w[\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
 
 
 @dataclass(frozen=True)
@@ -138,6 +153,31 @@ class DeployContext:
 
     def with_options(self, **changes: Any) -> DeployContext:
         return replace(self, **changes)
+
+
+def check_image(reference: str, option: str) -> str:
+    """`reference` if it is a valid image reference, else `InvalidInput` naming `option`.
+
+    Image references go unquoted into Dockerfiles (`ARG BASE_IMAGE=...`), so a space, a quote
+    or a `$` would change what the file says rather than fail where the user can see it.
+    """
+    if not _IMAGE.fullmatch(reference):
+        raise InvalidInput(
+            f"{option} {reference!r} is not an image reference",
+            hint="Give [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST], e.g. ghcr.io/acme/iris:1 "
+            "(lowercase name; no spaces, quotes or $)",
+        )
+    return reference
+
+
+def check_requirement(line: str) -> str:
+    """`line` if it can be one line of requirements.txt, else `InvalidInput`."""
+    if not line.strip() or any(ord(c) < 32 or ord(c) == 127 for c in line):
+        raise InvalidInput(
+            f"the requirement {line!r} is empty or contains a line break or control character",
+            hint="Give one requirement per -r, e.g. -r 'psycopg[binary]>=3.1'",
+        )
+    return line.strip()
 
 
 def k8s_name(name: str) -> str:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servekit.bundle import MANIFEST_NAME, Bundle
+from servekit.errors import InvalidName
+from servekit.refs import validate_name
 from servekit.registry.store import safe_relative
 from servekit.sources import parse_source
 
@@ -33,6 +35,7 @@ def resolve_model(ref: str, *, trust: bool, home: Path | None, scratch: Path) ->
     if source.path is not None and source.path.is_dir():
         bundle = Bundle.read(source.path)
         bundle.verify()
+        _check_name(bundle)
         return ResolvedModel(bundle, trust, ref)
     if source.path is not None:
         from servekit.packing import pack
@@ -44,6 +47,18 @@ def resolve_model(ref: str, *, trust: bool, home: Path | None, scratch: Path) ->
     with Registry(home) as registry:
         bundle = registry.bundle(registry.resolve(ref))
     return ResolvedModel(bundle, True, ref)
+
+
+def _check_name(bundle: Bundle) -> None:
+    """The name becomes a folder (`models/NAME`) and reaches shells and YAML: a manifest edited
+    by hand to, say, `../../x` must not write outside the build folder."""
+    try:
+        validate_name(bundle.manifest.name)
+    except InvalidName as exc:
+        raise InvalidName(
+            f"{bundle.path / MANIFEST_NAME} names the model {bundle.manifest.name!r}, which is not a valid model name",
+            hint=exc.hint,
+        ) from None
 
 
 def bundle_files(bundle: Bundle) -> list[str]:

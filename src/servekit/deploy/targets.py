@@ -167,8 +167,16 @@ def _describe(path: str) -> str:
 
 
 # -- targets ------------------------------------------------------------------------------------
+def _models_mount(folder: str) -> str:
+    """`-v HOST:/models:ro` for the build folder's `models/`: docker wants an absolute host path,
+    so a relative folder is prefixed with the shell's `"$PWD"`, and the folder itself is quoted."""
+    models = "models" if folder in {"", "."} else f"{folder.rstrip('/')}/models"
+    volume = shlex.quote(f"{models}:/models:ro")
+    return f"-v {volume}" if models.startswith("/") else f'-v "$PWD"/{volume}'
+
+
 def _docker_commands(ctx: DeployContext, folder: str) -> list[str]:
-    mount = f' -v "$PWD/{folder.rstrip("/")}/models:/models:ro"' if ctx.mount_model else ""
+    mount = f" {_models_mount(folder)}" if ctx.mount_model else ""
     return [
         _docker_build(ctx, folder),
         f"docker run --rm -p {ctx.port}:{ctx.port} --stop-timeout 40{mount} {shlex.quote(ctx.image)}",

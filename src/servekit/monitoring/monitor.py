@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,7 +36,7 @@ __all__ = ["Monitor", "protocol_of"]
 logger = logging.getLogger("servekit.monitor")
 
 DRAIN_INTERVAL_S = 0.05
-SLICE = 512
+SLICE = 128
 MAX_EVENTS = 200_000
 
 _REQUEST, _PREDICTED, _CALLED = 0, 1, 2
@@ -300,7 +299,7 @@ class Monitor:
                     prediction,
                 )
             )
-        if self.drift is not None:
+        if self.drift is not None and runner.predictor.manifest.profile:
             self.drift.add(runner, batch)
 
     def _names(self, runner: Runner) -> tuple[str, ...]:
@@ -318,10 +317,17 @@ class Monitor:
         tally.observe(self.metrics.predict_duration, (*labels, runtime), seconds)
 
     def _write(self, lines: list[bytes]) -> None:
-        stream = self.stream or sys.stderr
+        """One write for the whole slice: bytes straight to stderr's file descriptor (no text
+        encoding layer), or text to the stream a caller set."""
+        data = b"\n".join(lines) + b"\n"
         try:
-            stream.write(b"\n".join(lines).decode() + "\n")
-            stream.flush()
+            if self.stream is not None:
+                self.stream.write(data.decode())
+                self.stream.flush()
+                return
+            view = memoryview(data)
+            while view:
+                view = view[os.write(2, view) :]
         except (OSError, ValueError):  # a closed or broken log stream must not stop monitoring
             pass
 

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import orjson
-from sqlalchemy import Engine, delete, event, insert, make_url, select
+from sqlalchemy import Engine, delete, event, func, insert, make_url, select
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from servekit.errors import InvalidInput, RegistryError
+from servekit.monitoring import arraycodec
 from servekit.monitoring.predlog_export import (
     FORMATS,
     export,
@@ -57,7 +58,7 @@ __all__ = ["FORMATS", "PredictionLog", "export", "load_inputs", "parse_duration"
 
 logger = logging.getLogger("servekit.predlog")
 
-DEFAULT_BATCH_SIZE = 500
+DEFAULT_BATCH_SIZE = 1000
 DEFAULT_FLUSH_INTERVAL_S = 1.0
 DEFAULT_MAX_PENDING = 100_000
 DEFAULT_RETRY_S = 30.0
@@ -475,12 +476,23 @@ def _reason(exc: BaseException) -> str:
 
 
 def _prune(engine: Engine, cutoff: datetime) -> int:
-    """Delete rows older than `cutoff` in chunks, each its own short transaction."""
+    """Delete rows older than `cutoff` in chunks, each its own short transaction.
+
+    Rows are appended in time order, so the old ones are those before the first recent id: found
+    by walking ids from the oldest (no index on `ts` alone, which would cost every insert more than
+    it saves this once-a-minute clean-up)."""
+    column = prediction_log.c
+    with engine.connect() as connection:
+        first_recent = connection.execute(
+            select(column.id).where(column.ts >= cutoff).order_by(column.id).limit(1)
+        ).scalar()
+        if first_recent is None:
+            first_recent = (connection.execute(select(func.max(column.id))).scalar() or 0) + 1
     total = 0
     while True:
-        oldest = select(prediction_log.c.id).where(prediction_log.c.ts < cutoff).limit(_PRUNE_CHUNK)
+        oldest = select(column.id).where(column.id < first_recent).order_by(column.id).limit(_PRUNE_CHUNK)
         with write_transaction(engine) as connection:
-            deleted = connection.execute(delete(prediction_log).where(prediction_log.c.id.in_(oldest))).rowcount
+            deleted = connection.execute(delete(prediction_log).where(column.id.in_(oldest))).rowcount
         total += deleted
         if deleted < _PRUNE_CHUNK:
             return total
@@ -491,7 +503,8 @@ def _prune(engine: Engine, cutoff: datetime) -> int:
 
 class _Serializer:
     """Records as table rows (tuples in `COLUMNS` order). The JSON of feature and class names is
-    made once per names object; arrays go through orjson's numpy support without Python lists."""
+    made once per names object; inputs and outputs are binary blobs (`arraycodec`): numeric
+    arrays are copied as bytes, never formatted as text."""
 
     def __init__(self) -> None:
         self._names: dict[int, tuple[Any, str]] = {}
@@ -507,7 +520,7 @@ class _Serializer:
         return text
 
     def row(self, item: _Record) -> tuple[Any, ...]:
-        inputs, rows, names = _inputs_json(item.inputs, item.feature_names)
+        inputs, rows, names = _inputs_blob(item.inputs, item.feature_names)
         outputs = item.outputs
         classes = None
         if outputs.probabilities is not None and outputs.classes is not None:
@@ -527,7 +540,7 @@ class _Serializer:
             features,
             classes,
             inputs,
-            _outputs_json(outputs),
+            arraycodec.encode(outputs.outputs, outputs.probabilities, default=json_default),
         )
 
 
@@ -553,17 +566,8 @@ _STAMP_SECOND = -1
 _STAMP_PREFIX = ""
 
 
-def _outputs_json(outputs: Prediction) -> str:
-    """`{"prediction": [...], "probabilities": [[...], ...]}` (columns in the order of `classes`)."""
-    labels = outputs.outputs
-    data: dict[str, Any] = {"prediction": labels if labels.dtype.kind in "fiub" else labels.tolist()}
-    if outputs.probabilities is not None:
-        data["probabilities"] = outputs.probabilities
-    return orjson.dumps(data, option=_NUMPY | orjson.OPT_SERIALIZE_NUMPY, default=json_default).decode()
-
-
-def _inputs_json(inputs: Any, feature_names: Sequence[str] | None) -> tuple[str, int, list[str] | None]:
-    """The input rows as JSON text, their count, and the column names when `feature_names` does
+def _inputs_blob(inputs: Any, feature_names: Sequence[str] | None) -> tuple[bytes, int, list[str] | None]:
+    """The input rows as a blob, their count, and the column names when `feature_names` does
     not fit them (`None` when it does)."""
     if isinstance(inputs, np.ndarray):
         values, columns = np.atleast_2d(inputs), None
@@ -572,14 +576,8 @@ def _inputs_json(inputs: Any, feature_names: Sequence[str] | None) -> tuple[str,
     if values.ndim != 2:
         values = values.reshape(len(values), -1)
     width = values.shape[1]
-    text = _array_json(values)
+    text = arraycodec.encode(values, default=json_default)
     if feature_names is not None and len(feature_names) == width:
         return text, int(values.shape[0]), None  # the caller's names fit: no list to build
     names = columns if columns is not None and len(columns) == width else [f"x{i}" for i in range(width)]
     return text, int(values.shape[0]), names
-
-
-def _array_json(values: np.ndarray) -> str:
-    if values.dtype.kind in "fiub" and values.flags.c_contiguous:
-        return orjson.dumps(values, option=_NUMPY).decode()
-    return orjson.dumps(values.tolist(), option=_NUMPY, default=json_default).decode()

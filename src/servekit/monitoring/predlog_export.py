@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, inspect, make_url, select
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from servekit.errors import InvalidInput, ModelNotFound, NotFound, RegistryError
+from servekit.monitoring import arraycodec
 from servekit.registry.database import (
     as_utc,
     describe_url,
@@ -83,7 +84,7 @@ def load_inputs(url: str, model: str, since: datetime | None) -> pd.DataFrame:
                 frames.append(pd.DataFrame(rows, columns=names))
                 rows = []
             names = current
-            rows.extend(orjson.loads(record.inputs))
+            rows.extend(_rows(record.inputs))
         if rows:
             frames.append(pd.DataFrame(rows, columns=names))
     if not frames:
@@ -185,10 +186,8 @@ def _frames(engine: Engine, model: str, since: datetime | None, columns: list[st
             classes = decoded.get(record.classes) or decoded.setdefault(record.classes, orjson.loads(record.classes))
         base = {"ts": as_utc(record.ts), "request_id": record.request_id, "version": record.version}
         base.update(route=record.route, latency_ms=record.latency_ms)
-        outputs = orjson.loads(record.outputs)
-        labels = outputs.get("prediction") or []
-        probabilities = outputs.get("probabilities") or []
-        for i, values in enumerate(orjson.loads(record.inputs)):
+        labels, probabilities = _outputs(record.outputs)
+        for i, values in enumerate(_rows(record.inputs)):
             row = dict(base)
             row.update(zip(names, values, strict=False))
             row["prediction"] = labels[i] if i < len(labels) else None
@@ -304,3 +303,17 @@ def json_default(value: Any) -> Any:
     if value is None or (type(value).__name__ in {"NAType", "NaTType"}):
         return None
     return str(value)
+
+
+def _rows(blob: bytes) -> list[list[Any]]:
+    """A logged `inputs` blob as rows of plain values."""
+    (values,) = arraycodec.decode(blob)
+    return values.tolist() if isinstance(values, np.ndarray) else values
+
+
+def _outputs(blob: bytes) -> tuple[list[Any], list[list[float]]]:
+    """A logged `outputs` blob as (labels or values, probability rows or [])."""
+    labels, probabilities = arraycodec.decode(blob)
+    labels = labels.tolist() if isinstance(labels, np.ndarray) else labels
+    probabilities = probabilities.tolist() if isinstance(probabilities, np.ndarray) else (probabilities or [])
+    return labels, probabilities

@@ -27,6 +27,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -123,11 +124,9 @@ prediction_log = Table(
     Column("rows", Integer, nullable=False),
     Column("features", Text, nullable=False),  # JSON list of the input column names
     Column("classes", Text, nullable=True),  # JSON list of a classifier's class names, else NULL
-    Column("inputs", Text, nullable=False),  # JSON list of input rows
-    Column("outputs", Text, nullable=False),  # JSON list of `Prediction.to_records()`
+    Column("inputs", LargeBinary, nullable=False),  # the input rows (servekit.monitoring.arraycodec)
+    Column("outputs", LargeBinary, nullable=False),  # labels or values, then probabilities (arraycodec)
     Index("ix_prediction_log_model_ts", "model", "ts"),
-    # Retention deletes by age across all models.
-    Index("ix_prediction_log_ts", "ts"),
 )
 
 

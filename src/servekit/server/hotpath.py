@@ -118,33 +118,6 @@ class ServekitApp(FastAPI):
         CURRENT.set(ctx)
         monitor.in_flight += 1
         started = time.perf_counter()
-        try:
-            await self._respond(
-                scope, receive, send, route, params, ctx, limit, plane, content_type, length, extra, encoding
-            )
-        except _Disconnected:
-            monitor.request_done(ctx, "POST", CLIENT_CLOSED, time.perf_counter() - started)
-        else:
-            monitor.request_done(ctx, "POST", ctx.status, time.perf_counter() - started)
-        finally:
-            monitor.in_flight -= 1
-
-    async def _respond(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        route: HotRoute,
-        params: dict[str, str],
-        ctx: RequestContext,
-        limit: int,
-        plane: Any,
-        content_type: str | None,
-        length: str | None,
-        extra: list[tuple[bytes, bytes]],
-        encoding: str | None = None,
-    ) -> None:
-        request_id = ctx.request_id
         headers: list[tuple[bytes, bytes]] = list(extra)
         try:
             if self._guard is not None:  # before the body is read: strangers get nothing for free
@@ -154,16 +127,21 @@ class ServekitApp(FastAPI):
             if route.raw:
                 raw = await _read_body(receive, limit)
                 named = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-                out, media_type, extra = await route.answer(plane, raw, named, request_id, **params)
+                out, media_type, added = await route.answer(plane, raw, named, request_id, **params)
                 status, media = 200, media_type.encode()
-                headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+                headers += [(k.lower().encode(), v.encode()) for k, v in added.items()]
             else:
                 if content_type is not None:
                     check_json_content_type(content_type)
-                check_identity_encoding(encoding)
+                if encoding is not None:
+                    check_identity_encoding(encoding)
                 body = parse_json(await _read_body(receive, limit))
                 payload = await route.answer(plane, body, request_id, **params)
                 status, media, out = 200, _JSON, orjson.dumps(payload, option=JSON_OPTIONS)
+        except _Disconnected:
+            monitor.in_flight -= 1
+            monitor.request_done(ctx, "POST", CLIENT_CLOSED, time.perf_counter() - started)
+            return
         except ServekitError as exc:
             status = int(exc.status)
             if status >= 500 and not isinstance(exc, Overloaded):
@@ -180,9 +158,12 @@ class ServekitApp(FastAPI):
             (b"content-length", str(len(out)).encode()),
             (REQUEST_ID_HEADER, request_id.encode()),
         ]
-        ctx.status = status
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": out})
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": out})
+        finally:
+            monitor.in_flight -= 1
+            monitor.request_done(ctx, "POST", status, time.perf_counter() - started)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -30,6 +30,7 @@ _CHUNK = 1 << 20
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
+
 class Manifest(BaseModel):
     """The content of `servekit.yaml`."""
 

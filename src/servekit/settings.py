@@ -72,7 +72,9 @@ class PredictionLogSettings(BaseModel):
     retention_days: float | None = Field(30.0, gt=0)
     """Rows older than this are deleted (none: keep everything)."""
     max_pending: int = Field(20_000, ge=1)
-    """Rows kept in memory while the database is slow or unreachable; beyond, rows are counted lost."""
+    """Requests kept in memory while the database is slow or unreachable; beyond, they are counted lost."""
+    max_pending_rows: int = Field(200_000, ge=1)
+    """Input rows kept in memory likewise (bounds memory when requests carry many rows)."""
     batch_size: int = Field(1000, ge=1)
     """Rows written per transaction."""
     flush_interval_s: float = Field(1.0, gt=0)

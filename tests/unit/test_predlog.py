@@ -395,3 +395,18 @@ def test_the_blob_codec_round_trips(values: list) -> None:
             assert got == (want.tolist() if isinstance(want, np.ndarray) else want)
     with pytest.raises(ValueError, match="not a prediction-log blob"):
         arraycodec.decode(b"x123")
+
+
+def test_memory_is_bounded_by_input_rows_too(url: str, iris: tuple) -> None:
+    X, model = iris
+    names = tuple(IRIS_FEATURES)
+    big = np.repeat(X[:1], 1000, axis=0)
+    item = (1.0e9, "iris", 1, ROUTE, "big", 1.0, names, big, predict(model, big))
+    log = PredictionLog(url, max_pending=100, max_pending_rows=2500)
+    log.record_many([item, item, item])
+    assert (log.pending, log.lost) == (2, 1)  # the third 1000-row request would pass 2,500 rows
+    log.start()
+    wait_until(lambda: log.written == 2)
+    log.record_many([item])  # written rows no longer count against the bound
+    log.close()
+    assert (log.written, log.lost) == (3, 1)

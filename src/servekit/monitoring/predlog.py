@@ -62,6 +62,7 @@ DEFAULT_BATCH_SIZE = 1000
 DEFAULT_FLUSH_INTERVAL_S = 1.0
 DEFAULT_MAX_PENDING = 100_000
 DEFAULT_RETRY_S = 30.0
+DEFAULT_MAX_PENDING_ROWS = 200_000
 PRUNE_EVERY_S = 60.0
 _ATTEMPT_BUSY_MS = 500  # how long one write attempt waits for another process's SQLite lock
 _BACKOFF_S = (0.05, 1.0)
@@ -100,6 +101,7 @@ class PredictionLog:
         batch_size: int = DEFAULT_BATCH_SIZE,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_rows: int = DEFAULT_MAX_PENDING_ROWS,
         retention_s: float | None = None,
         on_lost: LostCallback | None = None,
         retry_s: float = DEFAULT_RETRY_S,
@@ -117,6 +119,8 @@ class PredictionLog:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._max_pending = max_pending
+        self._max_rows = max(1, max_pending_rows)
+        self._rows_waiting = 0  # input rows in the queue or being written: memory is bounded by both
         self._retention_s = retention_s
         self._on_lost = on_lost
         self._retry_s = retry_s
@@ -204,9 +208,13 @@ class PredictionLog:
                 if self._closing:
                     self._late += 1
                     return
-                if len(self._queue) + self._in_flight >= self._max_pending:
+                rows = _row_count(inputs)
+                if len(self._queue) + self._in_flight >= self._max_pending or (
+                    self._rows_waiting + rows > self._max_rows
+                ):
                     self._dropped += 1
                     return
+                self._rows_waiting += rows
                 self._queue.append(item)
                 full = len(self._queue) == self._batch_size
             if full:
@@ -231,10 +239,15 @@ class PredictionLog:
                     self._late += len(kept)
                     return
                 room = self._max_pending - len(self._queue) - self._in_flight
-                if len(kept) > room:
-                    self._dropped += len(kept) - max(room, 0)
-                    kept = kept[: max(room, 0)]
-                self._queue.extend(_Record._make(item) for item in kept)
+                accepted = 0
+                for item in kept:
+                    rows = _row_count(item[7])
+                    if accepted >= room or self._rows_waiting + rows > self._max_rows:
+                        self._dropped += 1
+                        continue
+                    self._rows_waiting += rows
+                    self._queue.append(_Record._make(item))
+                    accepted += 1
                 full = len(self._queue) >= self._batch_size
             if full:
                 self._wake.set()
@@ -270,6 +283,7 @@ class PredictionLog:
         with self._lock:
             left = len(self._queue)
             self._queue.clear()
+            self._rows_waiting = 0
             self._failed += left
         if left:
             self._lose(left, "the log was closed before they could be written")
@@ -303,8 +317,13 @@ class PredictionLog:
             self._queue = deque()
             self._in_flight = len(taken)
         items = list(taken)
-        for start in range(0, len(items), self._batch_size):
-            trouble |= not self._write(items[start : start + self._batch_size])
+        try:
+            for start in range(0, len(items), self._batch_size):
+                trouble |= not self._write(items[start : start + self._batch_size])
+        finally:
+            rows = sum(_row_count(item.inputs) for item in items)
+            with self._lock:
+                self._rows_waiting -= rows
         trouble |= self._report_dropped() > 0
         if self._retention_s is not None:
             self._maybe_prune()
@@ -409,7 +428,11 @@ class PredictionLog:
             count = self._dropped - self._dropped_reported
             self._dropped_reported = self._dropped
         if count:
-            self._lose(count, f"more than max_pending={self._max_pending} records were waiting")
+            self._lose(
+                count,
+                f"more than max_pending={self._max_pending} records or max_pending_rows={self._max_rows} "
+                "input rows were waiting",
+            )
         return count
 
     def _lose(self, count: int, reason: str) -> None:
@@ -581,3 +604,9 @@ def _inputs_blob(inputs: Any, feature_names: Sequence[str] | None) -> tuple[byte
         return text, int(values.shape[0]), None  # the caller's names fit: no list to build
     names = columns if columns is not None and len(columns) == width else [f"x{i}" for i in range(width)]
     return text, int(values.shape[0]), names
+
+
+def _row_count(inputs: Any) -> int:
+    """Input rows of a record (a 2-D array or a DataFrame; 1 for anything else)."""
+    shape = getattr(inputs, "shape", None)
+    return int(shape[0]) if shape else 1

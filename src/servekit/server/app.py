@@ -141,6 +141,7 @@ def _prediction_log(settings: Settings, monitor: Monitor, database_url: str) -> 
         batch_size=options.batch_size,
         flush_interval_s=options.flush_interval_s,
         max_pending=options.max_pending,
+        max_pending_rows=options.max_pending_rows,
         retention_s=None if options.retention_days is None else options.retention_days * 86_400,
         retry_s=options.retry_s,
         on_lost=monitor.on_prediction_log_loss(),

@@ -230,11 +230,9 @@ class ModelNotReady(ServekitError):
     expose = True
 
 
-class Overloaded(ServekitError):
-    """The model's queue is full; the client should retry after `retry_after` seconds."""
+class _RetryLater(ServekitError):
+    """Refused for now: the client should retry after `retry_after` whole seconds (`Retry-After`)."""
 
-    status = HTTPStatus.SERVICE_UNAVAILABLE
-    title = "Overloaded"
     expose = True
 
     def __init__(self, message: str, *, hint: str | None = None, retry_after: int = 1) -> None:
@@ -244,6 +242,13 @@ class Overloaded(ServekitError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class Overloaded(_RetryLater):
+    """The model's queue is full."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    title = "Overloaded"
 
 
 class CircuitOpen(Overloaded):
@@ -272,20 +277,11 @@ class Forbidden(ServekitError):
     expose = True
 
 
-class RateLimited(ServekitError):
-    """Too many requests for one key or client; retry after `retry_after` whole seconds (429)."""
+class RateLimited(_RetryLater):
+    """Too many requests for one key or client (429)."""
 
     status = HTTPStatus.TOO_MANY_REQUESTS
     title = "Too many requests"
-    expose = True
-
-    def __init__(self, message: str, *, hint: str | None = None, retry_after: int = 1) -> None:
-        super().__init__(message, hint=hint)
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class PredictionTimeout(ServekitError):

@@ -5,21 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import joblib
-import numpy as np
 import pytest
 
 from servekit.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from servekit.errors import CircuitOpen, PredictionFailed
 from servekit.loading import load
-from servekit.prediction import Prediction
 from servekit.predictor import Predictor
 from servekit.runner import Runner
 from servekit.settings import RunnerSettings
-
-POISON = 999.0
+from tests.unit.test_runner import POISON, poison_runtime
 
 
 def test_opens_after_consecutive_failures_and_a_success_resets_the_count() -> None:
@@ -65,14 +61,7 @@ def predictor(tmp_path: Path) -> Predictor:
     X, y = load_diabetes(return_X_y=True)
     joblib.dump(Ridge().fit(X[:, :3], y), tmp_path / "ridge.joblib")
     predictor = load(tmp_path / "ridge.joblib", trust=True)
-    real = predictor.runtime.predict
-
-    def predict(batch: Any) -> Prediction:
-        if (np.asarray(batch) == POISON).any():
-            raise ValueError("the model cannot handle this")
-        return real(batch)
-
-    predictor.runtime.predict = predict  # type: ignore[method-assign]
+    poison_runtime(predictor)
     return predictor
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import joblib
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -137,3 +138,24 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.terminate()
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """A failed command: exit code 2, one line on stderr, no traceback; returns that line."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def system_tool(name: str, install: str) -> str:
+    """The path of a program some tests need (on PATH or in this venv): skipped when missing
+    locally, a failure under CI, where `make test` installs it (`install` says how)."""
+    import shutil
+
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing: {install}")
+        pytest.skip(f"{name} is not installed ({install})")
+    return found

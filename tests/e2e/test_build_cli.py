@@ -12,20 +12,13 @@ import yaml
 
 from servekit import __version__
 from servekit.bundle import Bundle, sha256_file
-from tests.support import SERVEKIT, iris_bundle, iris_model
+from tests.support import SERVEKIT, iris_bundle, iris_model, one_line_error
 
 
 def servekit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [SERVEKIT, *args], capture_output=True, text=True, timeout=300, cwd=cwd, env={**os.environ, "COLUMNS": "250"}
     )
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    return lines[0]
 
 
 def test_docker_build_from_source_ships_the_bundle_and_a_wheel(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import IRIS_FEATURES, SERVEKIT, iris_model
+from tests.support import IRIS_FEATURES, SERVEKIT, iris_model, one_line_error
 
 
 def run(
@@ -25,15 +25,6 @@ def run(
         env={**os.environ, "SERVEKIT_HOME": str(home), "COLUMNS": "200", **(env or {})},
         timeout=120,
     )
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """A failed command: exit code 2, nothing on stdout, one line on stderr, no traceback."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 @pytest.fixture

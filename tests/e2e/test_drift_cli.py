@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support import IRIS_FEATURES, SERVEKIT, iris_model
+from tests.support import IRIS_FEATURES, SERVEKIT, iris_model, one_line_error
 
 
 def run(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -24,13 +24,6 @@ def run(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
         env={**os.environ, "SERVEKIT_HOME": str(home), "COLUMNS": "200"},
         timeout=120,
     )
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 
 import servekit
 from servekit.packing import pack
-from tests.support import IRIS_FEATURES, diabetes_model, iris_model
+from tests.support import IRIS_FEATURES, diabetes_model, iris_model, one_line_error
 
 # The CLI in a fresh process, with some modules made unimportable (as on a machine without that
 # extra).
@@ -90,13 +90,6 @@ def original_records(bundle: Path, rows: Any) -> list[dict[str, Any]]:
     """What servekit answers with the bundle's original model (not an ONNX variant)."""
     with servekit.load(bundle, trust=True, optimized=False) as model:
         return model.predict(rows).to_records()
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from servekit.security.keys import Authenticator, KeyStore, Unauthorized, require
-from tests.support import SERVEKIT
+from tests.support import SERVEKIT, one_line_error
 
 KEYS = [SERVEKIT, "keys"]
 
@@ -28,14 +28,6 @@ def run(*args: str, home: Path) -> subprocess.CompletedProcess:
 def ok(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, (result.stdout, result.stderr)
     return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stdout == ""
-    return lines[0]
 
 
 def bearer(key: str) -> list[tuple[bytes, bytes]]:

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import threading
 from pathlib import Path
 
-import pytest
-
-from tests.support import ServerProcess, iris_bundle
+from tests.support import ServerProcess, iris_bundle, system_tool
 
 CONNECTIONS = 64
 SECONDS = float(os.environ.get("SOAK_SECONDS", "12"))
@@ -25,12 +22,7 @@ SCRIPT = Path(__file__).parent / "load" / "soak.lua"
 
 
 def wrk() -> str:
-    found = shutil.which("wrk")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("wrk is missing: `make test` installs it (Debian package wrk)")
-        pytest.skip("wrk is not installed (Debian package wrk)")
-    return found
+    return system_tool("wrk", "`make test` installs it: Debian package wrk")
 
 
 def rss_bytes(pid: int) -> int:

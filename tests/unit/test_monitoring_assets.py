@@ -4,16 +4,15 @@ exports, and the alerts fire on the series they are meant for (checked with the 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from servekit.monitoring.metrics import metrics
+from tests.support import system_tool
 
 ASSETS = Path(__file__).parents[2] / "src" / "servekit" / "monitoring" / "assets"
 DOCS = Path(__file__).parents[2] / "docs" / "monitoring.md"
@@ -22,12 +21,7 @@ SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing: `make test` installs it (Debian package prometheus)")
-        pytest.skip("promtool is not installed (Debian package prometheus)")
-    return found
+    return system_tool("promtool", "`make test` installs it: Debian package prometheus")
 
 
 def exported_names() -> set[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from servekit.batch.chunks import Problem
+from servekit.batch.inputs import INPUT_FORMATS
 from servekit.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -33,14 +34,8 @@ __all__ = [
     "write_part",
 ]
 
-OUTPUT_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-}
+OUTPUT_FORMATS = INPUT_FORMATS
+"""Every table format servekit reads, it also writes (extension → format)."""
 ERRORS_HEADER = ("row", "file", "column", "reason")
 _COPY = 1 << 20
 

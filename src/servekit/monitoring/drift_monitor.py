@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from servekit.aio import cancel
 from servekit.monitoring.drift import DriftReport, DriftSettings, DriftWindow, assess
 
 if TYPE_CHECKING:
@@ -93,11 +94,8 @@ class DriftMonitor:
         self._task = asyncio.create_task(self._run(), name="servekit-drift")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from servekit.aio import cancel
 from servekit.monitoring.context import RequestContext
 from servekit.monitoring.metrics import Metrics, metrics, multiprocess_dir
 from servekit.monitoring.tally import Tally
@@ -152,11 +153,8 @@ class Monitor:
 
     async def stop(self) -> None:
         """Record everything still queued, then flush the prediction log (graceful shutdown)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self.drift is not None:
             await self.drift.stop()
         self.drain()

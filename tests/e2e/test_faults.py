@@ -103,7 +103,7 @@ def full_disk(tmp_path: Path):
 
 def logged_rows(database: Path) -> int:
     with sqlite3.connect(database, timeout=10) as db:
-        return db.execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0]
+        return db.execute("SELECT coalesce(sum(records), 0) FROM prediction_log_blocks").fetchone()[0]
 
 
 def lost_rows(text: str) -> float:

@@ -77,6 +77,8 @@ def test_sigterm_flushes_the_prediction_log_exactly_once_per_request(tmp_path) -
     """N predictions, then SIGTERM: exactly N rows, though the flush interval was never reached."""
     import sqlite3
 
+    from servekit.monitoring.predlog import read_log
+
     home = tmp_path / "home"
     bundle = iris_bundle(tmp_path)
     env = {"SERVEKIT_HOME": str(home), "SERVEKIT_PREDICTION_LOG__FLUSH_INTERVAL_S": "600"}
@@ -90,8 +92,9 @@ def test_sigterm_flushes_the_prediction_log_exactly_once_per_request(tmp_path) -
                 )
                 assert response.status_code == 200
         assert server.terminate() == 0
+    logged = list(read_log(f"sqlite:///{home / 'registry.db'}"))
+    assert [r.request_id for r in logged] == [f"r{i}" for i in range(37)]
+    assert [r.rows for r in logged] == [1 + i % 3 for i in range(37)]
+    assert {r.model for r in logged} == {"iris"}
     with sqlite3.connect(home / "registry.db") as db:
-        logged = db.execute("SELECT request_id, rows, model FROM prediction_log ORDER BY id").fetchall()
-    assert [r[0] for r in logged] == [f"r{i}" for i in range(37)]
-    assert [r[1] for r in logged] == [1 + i % 3 for i in range(37)]
-    assert {r[2] for r in logged} == {"iris"}
+        assert db.execute("SELECT sum(records) FROM prediction_log_blocks").fetchone()[0] == 37

@@ -29,5 +29,5 @@ def test_two_homes_share_one_registry_and_one_prediction_log(tmp_path: Path) -> 
         assert answer.status_code == 200 and answer.json()["version"] == 1
         assert server.terminate() == 0
     with sqlite3.connect(tmp_path / "shared" / "registry.db") as db:
-        assert db.execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0] == 1
+        assert db.execute("SELECT sum(records) FROM prediction_log_blocks").fetchone()[0] == 1
     assert not (tmp_path / "home-b" / "registry.db").exists()

@@ -80,7 +80,7 @@ def record(log: PredictionLog, inputs: np.ndarray = ROW, request_id: str = "r") 
 
 def stored(path: Path) -> int:
     with sqlite3.connect(path) as connection:
-        return connection.execute("SELECT count(*) FROM prediction_log").fetchone()[0]
+        return connection.execute("SELECT coalesce(sum(records), 0) FROM prediction_log_blocks").fetchone()[0]
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

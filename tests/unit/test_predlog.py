@@ -18,7 +18,7 @@ import pytest
 
 from servekit.errors import InvalidInput, ModelNotFound, NotFound
 from servekit.monitoring import arraycodec
-from servekit.monitoring.predlog import PredictionLog, export, load_inputs, parse_duration, parse_since
+from servekit.monitoring.predlog import PredictionLog, export, load_inputs, parse_duration, parse_since, read_log
 from servekit.prediction import Prediction
 from tests.support import IRIS_FEATURES
 
@@ -39,10 +39,12 @@ def predict(model: Any, rows: np.ndarray) -> Prediction:
     return Prediction(model.predict(rows), model.predict_proba(rows), model.classes_)
 
 
-def db_rows(path: Path) -> list[sqlite3.Row]:
-    with sqlite3.connect(path) as connection:
+def blocks(url: str) -> list[sqlite3.Row]:
+    """The stored block rows, without their data."""
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
         connection.row_factory = sqlite3.Row
-        return connection.execute("SELECT * FROM prediction_log ORDER BY id").fetchall()
+        query = "SELECT id, model, version, first_ts, last_ts, records, rows, features, classes, layout"
+        return connection.execute(f"{query} FROM prediction_log_blocks ORDER BY id").fetchall()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -63,30 +65,35 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'registry.db'}"
 
 
-def test_every_record_is_written_once_with_its_content(tmp_path: Path, url: str, iris: tuple) -> None:
+def test_every_record_is_written_once_with_its_content(url: str, iris: tuple) -> None:
     X, model = iris
     log = PredictionLog(url, batch_size=7, flush_interval_s=0.05).start()
     moment = datetime(2026, 3, 1, 12, 30, tzinfo=UTC).timestamp()
     for i in range(50):
         rows = X[i : i + 1 + i % 3]
-        record(log, rows, predict(model, rows), request_id=f"req-{i}", version=1 + i % 2, ts=moment + i)
+        route = ROUTE if i % 4 else "/predict"
+        record(log, rows, predict(model, rows), request_id=f"req-{i}", version=1 + i % 2, route=route, ts=moment + i)
     log.close()
     assert (log.written, log.lost, log.pending) == (50, 0, 0)
-    stored = db_rows(tmp_path / "registry.db")
-    assert [r["request_id"] for r in stored] == [f"req-{i}" for i in range(50)]
+    stored = list(read_log(url))
+    assert [r.request_id for r in stored] == [f"req-{i}" for i in range(50)]
     third = stored[3]
-    assert third["model"] == "iris" and third["version"] == 2 and third["route"] == ROUTE
-    assert third["latency_ms"] == 2.5 and third["rows"] == 1 + 3 % 3
-    assert datetime.fromisoformat(third["ts"]).replace(tzinfo=UTC).timestamp() == moment + 3
-    assert json.loads(third["features"]) == IRIS_FEATURES
-    assert json.loads(third["classes"]) == ["setosa", "versicolor", "virginica"]
-    (inputs,) = arraycodec.decode(third["inputs"])
-    assert inputs.dtype == np.float64 and np.array_equal(inputs, X[3:4])  # stored as the exact bytes
+    assert third.model == "iris" and third.version == 2 and third.route == ROUTE and stored[4].route == "/predict"
+    assert third.latency_ms == 2.5 and third.rows == 1 + 3 % 3
+    assert third.ts == datetime.fromtimestamp(moment + 3, UTC)
+    assert third.features == IRIS_FEATURES
+    assert third.classes == ["setosa", "versicolor", "virginica"]
+    assert third.inputs.dtype == np.float64 and np.array_equal(third.inputs, X[3:4])  # the exact bytes
     expected = predict(model, X[3:4])
-    labels, probabilities = arraycodec.decode(third["outputs"])
-    assert list(labels) == expected.outputs.tolist()
-    assert np.array_equal(probabilities, expected.probabilities)
-    assert sum(r["rows"] for r in stored) == sum(1 + i % 3 for i in range(50))
+    assert list(third.outputs) == expected.outputs.tolist()
+    assert np.array_equal(third.probabilities, expected.probabilities)
+    assert sum(r.rows for r in stored) == sum(1 + i % 3 for i in range(50))
+    # Stored as blocks: one row per model version and batch, not per request.
+    rows = blocks(url)
+    assert sum(r["records"] for r in rows) == 50 and len(rows) < 50
+    assert sum(r["rows"] for r in rows) == sum(1 + i % 3 for i in range(50))
+    assert {(r["model"], r["version"], r["layout"]) for r in rows} == {("iris", 1, 1), ("iris", 2, 1)}
+    assert all(json.loads(r["features"]) == IRIS_FEATURES for r in rows)
 
 
 def test_a_full_batch_is_written_without_waiting_for_the_interval(url: str, iris: tuple) -> None:
@@ -98,12 +105,12 @@ def test_a_full_batch_is_written_without_waiting_for_the_interval(url: str, iris
     log.close()
 
 
-def test_close_without_start_still_writes_what_was_recorded(tmp_path: Path, url: str, iris: tuple) -> None:
+def test_close_without_start_still_writes_what_was_recorded(url: str, iris: tuple) -> None:
     X, model = iris
     log = PredictionLog(url)
     record(log, X[:2], predict(model, X[:2]))
     log.close()
-    assert log.written == 1 and len(db_rows(tmp_path / "registry.db")) == 1
+    assert log.written == 1 and len(list(read_log(url))) == 1
 
 
 def test_records_after_close_are_counted_lost(url: str, iris: tuple) -> None:
@@ -207,7 +214,7 @@ def test_load_inputs_of_a_missing_log_is_empty_and_creates_nothing(tmp_path: Pat
     assert not path.parent.exists()
 
 
-def test_retention_deletes_old_rows(tmp_path: Path, url: str, iris: tuple) -> None:
+def test_retention_deletes_old_rows(url: str, iris: tuple) -> None:
     X, model = iris
     now = time.time()
     log = PredictionLog(url, retention_s=3600)
@@ -215,7 +222,7 @@ def test_retention_deletes_old_rows(tmp_path: Path, url: str, iris: tuple) -> No
         record(log, X[:1], predict(model, X[:1]), request_id=f"age-{age}", ts=now - age)
     log.close()
     assert log.written == 4 and log.pruned == 2
-    assert [r["request_id"] for r in db_rows(tmp_path / "registry.db")] == ["age-100", "age-0"]
+    assert [r.request_id for r in read_log(url)] == ["age-100", "age-0"]
 
 
 @pytest.fixture
@@ -365,9 +372,9 @@ def test_record_many_keeps_order_counts_overflow_and_samples(url: str, iris: tup
     log.record_many(items)
     assert (log.pending, log.lost) == (10, 2)  # the two that did not fit are counted, not dropped silently
     log.close()
-    stored = db_rows(Path(url.removeprefix("sqlite:///")))
-    assert [r["request_id"] for r in stored] == [f"m{i}" for i in range(10)]
-    assert json.loads(stored[3]["features"]) == IRIS_FEATURES
+    stored = list(read_log(url))
+    assert [r.request_id for r in stored] == [f"m{i}" for i in range(10)]
+    assert stored[3].features == IRIS_FEATURES
     half = PredictionLog(url, sample_rate=0.5, seed=3)
     half.record_many(items * 50)
     assert 240 < half.pending < 360 and half.sampled_out == 600 - half.pending
@@ -410,3 +417,81 @@ def test_memory_is_bounded_by_input_rows_too(url: str, iris: tuple) -> None:
     log.record_many([item])  # written rows no longer count against the bound
     log.close()
     assert (log.written, log.lost) == (3, 1)
+
+
+def test_records_that_do_not_stack_are_kept_exactly(url: str, iris: tuple) -> None:
+    """One model and names object, but inputs of other dtypes and widths, outputs of other kinds:
+    the group is split by layout and every record reads back as it was given."""
+    X, model = iris
+    names = tuple(IRIS_FEATURES)
+    given = [
+        (X[:2], predict(model, X[:2])),
+        (X[:1].astype(np.float32), predict(model, X[:1])),
+        (np.array([[1, 2, 3, 4]], dtype=np.int64), Prediction(np.array([0.5]))),
+        (np.array([[1.0, 2.0]]), Prediction(np.array(["a"], dtype=object))),
+        (X[2:3], predict(model, X[2:3])),
+        (X[3:4], Prediction(model.predict(X[3:4]), None, model.classes_)),  # same classes, no probabilities
+    ]
+    items = [(1.0e9 + i, "iris", 1, ROUTE, f"r{i}", 1.0, names, x, p) for i, (x, p) in enumerate(given)]
+    log = PredictionLog(url)
+    log.record_many(items)
+    log.close()
+    assert (log.written, log.lost) == (6, 0)
+    stored = list(read_log(url))
+    assert [r.request_id for r in stored] == [f"r{i}" for i in range(6)]
+    for got, (x, p) in zip(stored, given, strict=True):
+        assert got.inputs.dtype == x.dtype and np.array_equal(got.inputs, x)
+        assert list(got.outputs) == p.outputs.tolist()
+    assert stored[3].features == ["x0", "x1"]  # the model's names do not fit two columns
+    assert stored[2].probabilities is None and stored[2].classes == []
+    assert stored[5].probabilities is None and np.array_equal(stored[4].probabilities, given[4][1].probabilities)
+    assert len(blocks(url)) == 5  # the float64 classifications with probabilities share one block
+
+
+def test_a_block_holds_one_minute_and_a_bounded_number_of_rows(
+    url: str, iris: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from servekit.monitoring import predlog_blocks
+
+    monkeypatch.setattr(predlog_blocks, "MAX_BLOCK_ROWS", 5)
+    X, model = iris
+    start = datetime(2026, 5, 1, 10, 0, 58, tzinfo=UTC).timestamp()
+    log = PredictionLog(url)
+    for i in range(8):  # 2 rows each, over 10:00:58 - 10:01:05
+        record(log, X[i : i + 2], predict(model, X[i : i + 2]), request_id=f"r{i}", ts=start + i)
+    log.close()
+    rows = blocks(url)
+    assert [r["records"] for r in rows] == [2, 2, 2, 2]
+    assert all(r["rows"] <= 5 for r in rows)
+    assert rows[0]["last_ts"] < "2026-05-01 10:01" <= rows[1]["first_ts"]
+    assert [r.request_id for r in read_log(url)] == [f"r{i}" for i in range(8)]
+
+
+def test_overlapping_blocks_of_two_writers_read_back_in_time_order(url: str, iris: tuple) -> None:
+    X, model = iris
+    outputs = predict(model, X[:1])
+    start = datetime(2026, 5, 1, 10, 0, tzinfo=UTC).timestamp()
+    for parity in (0, 1):  # two replicas: interleaved moments in two blocks
+        log = PredictionLog(url)
+        for i in range(parity, 20, 2):
+            record(log, X[:1], outputs, request_id=f"r{i}", ts=start + i)
+        log.close()
+    assert len(blocks(url)) == 2
+    assert [r.request_id for r in read_log(url)] == [f"r{i}" for i in range(20)]
+    since = datetime.fromtimestamp(start + 15, UTC)
+    assert [r.request_id for r in read_log(url, "iris", since)] == [f"r{i}" for i in range(15, 20)]
+    assert list(read_log(url, "other")) == []
+
+
+def test_a_block_in_an_unknown_layout_is_a_clear_error(url: str, iris: tuple) -> None:
+    from servekit.errors import RegistryError
+
+    X, model = iris
+    log = PredictionLog(url)
+    record(log, X[:1], predict(model, X[:1]))
+    log.close()
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+        connection.execute("UPDATE prediction_log_blocks SET layout = 99")
+    with pytest.raises(RegistryError, match="layout 99") as caught:
+        list(read_log(url))
+    assert caught.value.hint is not None

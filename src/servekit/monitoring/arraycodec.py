@@ -11,12 +11,13 @@ endian), the data; for `j`: its length (8 bytes) and the UTF-8 JSON.
 from __future__ import annotations
 
 import struct
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import orjson
 
-__all__ = ["decode", "encode"]
+__all__ = ["decode", "encode", "json_default"]
 
 _NUMERIC = b"n"
 _JSON = b"j"
@@ -77,3 +78,16 @@ def decode(blob: bytes) -> list[Any]:
         else:
             raise ValueError(f"not a prediction-log blob (unknown part {kind!r} at byte {at - 1})")
     return values
+
+
+def json_default(value: Any) -> Any:
+    """What orjson cannot write by itself: odd arrays, numpy scalars, timestamps, missing values."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or (type(value).__name__ in {"NAType", "NaTType"}):
+        return None
+    return str(value)

@@ -2,8 +2,9 @@
 
 `PredictionLog.record` runs on the server's event loop for every prediction, so it only appends a
 reference to a bounded deque: O(1), no I/O, no serialization, never raises. One daemon thread
-serializes what is waiting and inserts it in batches (one transaction each) into the
-`prediction_log` table of any SQLAlchemy database, by default the registry's SQLite file.
+takes what is waiting, encodes it as blocks of requests (`predlog_blocks`: one database row per
+model version and batch, not one per request) and inserts them, one transaction per batch, into
+the `prediction_log_blocks` table of any SQLAlchemy database, by default the registry's SQLite file.
 
 Faults never reach the request path. A failed write is retried with backoff for `retry_s` while
 later records keep waiting, up to `max_pending`. Whatever cannot be kept or written is counted in
@@ -24,22 +25,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-import numpy as np
-import orjson
 from sqlalchemy import Engine, delete, event, func, insert, make_url, select
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from servekit.errors import InvalidInput, RegistryError
-from servekit.monitoring import arraycodec
+from servekit.monitoring.predlog_blocks import BlockEncoder
 from servekit.monitoring.predlog_export import (
     FORMATS,
     export,
-    json_default,
     load_inputs,
     parse_duration,
     parse_since,
+    read_log,
 )
 from servekit.prediction import Prediction
 from servekit.registry.database import (
@@ -47,14 +46,11 @@ from servekit.registry.database import (
     is_contention,
     make_engine,
     one_line,
-    prediction_log,
+    prediction_log_blocks,
     write_transaction,
 )
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["FORMATS", "PredictionLog", "export", "load_inputs", "parse_duration", "parse_since"]
+__all__ = ["FORMATS", "PredictionLog", "export", "load_inputs", "parse_duration", "parse_since", "read_log"]
 
 logger = logging.getLogger("servekit.predlog")
 
@@ -68,12 +64,13 @@ _ATTEMPT_BUSY_MS = 500  # how long one write attempt waits for another process's
 _BACKOFF_S = (0.05, 1.0)
 _JOIN_MARGIN_S = 1.0  # close() waits this much past its timeout for an attempt already running
 _PRUNE_CHUNK = 10_000
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 LostCallback = Callable[[int, str], None]
 
 
 class _Record(NamedTuple):
+    """One request as queued (`record_many` takes plain tuples in this order)."""
+
     ts: float
     model: str
     version: int | None
@@ -86,7 +83,7 @@ class _Record(NamedTuple):
 
 
 class PredictionLog:
-    """Appends every prediction to the `prediction_log` table from one background thread.
+    """Appends every prediction to the `prediction_log_blocks` table from one background thread.
 
     `record` only queues; `start` launches the writer; `close` flushes what is pending within its
     timeout and counts the rest as lost. `retry_s` bounds how long one batch is retried; `seed`
@@ -127,7 +124,8 @@ class PredictionLog:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._queue: deque[_Record] = deque()
+        self._queue: deque[tuple[list[tuple[Any, ...]], int]] = deque()  # (records, their input rows)
+        self._queued = 0  # records in the queue
         self._in_flight = 0
         self._written = 0
         self._failed = 0  # lost by the writer or by close()
@@ -145,8 +143,8 @@ class PredictionLog:
         self._last_prune = -math.inf
         self._prune_failing = False
         self.pruned = 0
-        """Rows deleted by retention so far."""
-        self._serializer = _Serializer()
+        """Records (requests) deleted by retention so far."""
+        self._encoder = BlockEncoder()
 
     def __repr__(self) -> str:
         return f"PredictionLog({describe_url(self.url)!r}, pending={self.pending}, lost={self.lost})"
@@ -164,7 +162,7 @@ class PredictionLog:
     @property
     def pending(self) -> int:
         """Records waiting or being written."""
-        return len(self._queue) + self._in_flight
+        return self._queued + self._in_flight
 
     @property
     def sampled_out(self) -> int:
@@ -209,14 +207,13 @@ class PredictionLog:
                     self._late += 1
                     return
                 rows = _row_count(inputs)
-                if len(self._queue) + self._in_flight >= self._max_pending or (
-                    self._rows_waiting + rows > self._max_rows
-                ):
+                if self._queued + self._in_flight >= self._max_pending or (self._rows_waiting + rows > self._max_rows):
                     self._dropped += 1
                     return
                 self._rows_waiting += rows
-                self._queue.append(item)
-                full = len(self._queue) == self._batch_size
+                self._queue.append(([item], rows))
+                self._queued += 1
+                full = self._queued == self._batch_size
             if full:
                 self._wake.set()
         except Exception:  # pragma: no cover - nothing above raises; a request must never fail here
@@ -225,30 +222,38 @@ class PredictionLog:
     def record_many(self, items: Sequence[tuple[Any, ...]]) -> None:
         """Queue many records at once, each a tuple in the order of `record`'s fields: (ts, model,
         version, route, request_id, latency_ms, feature_names, inputs, outputs). One lock for all
-        of them: the server's monitor hands over what it drained in one call. Never raises."""
+        of them: the server's monitor hands over what it drained in one call. Keeps the list when
+        every record fits: the caller must not modify it afterwards. Never raises."""
         try:
             rate = self._sample_rate
             if rate < 1.0:
                 chance = self._random.random
                 kept = [item for item in items if chance() < rate]
             else:
-                kept = list(items)
+                kept = items if isinstance(items, list) else list(items)
+            counts = [_row_count(item[7]) for item in kept]
+            rows = sum(counts)
             with self._lock:
                 self._sampled_out += len(items) - len(kept)
                 if self._closing:
                     self._late += len(kept)
                     return
-                room = self._max_pending - len(self._queue) - self._in_flight
-                accepted = 0
-                for item in kept:
-                    rows = _row_count(item[7])
-                    if accepted >= room or self._rows_waiting + rows > self._max_rows:
-                        self._dropped += 1
-                        continue
+                room = self._max_pending - self._queued - self._in_flight
+                if len(kept) <= room and self._rows_waiting + rows <= self._max_rows:
+                    accepted = kept  # the usual case: all of them, as they are
+                else:
+                    accepted, rows = [], 0
+                    for item, count in zip(kept, counts, strict=True):
+                        if len(accepted) >= room or self._rows_waiting + rows + count > self._max_rows:
+                            self._dropped += 1
+                            continue
+                        accepted.append(item)
+                        rows += count
+                if accepted:
                     self._rows_waiting += rows
-                    self._queue.append(_Record._make(item))
-                    accepted += 1
-                full = len(self._queue) >= self._batch_size
+                    self._queue.append((accepted, rows))
+                    self._queued += len(accepted)
+                full = self._queued >= self._batch_size
             if full:
                 self._wake.set()
         except Exception:  # pragma: no cover - a request must never fail here
@@ -273,7 +278,7 @@ class PredictionLog:
                 return
             self._closing = True
             self._close_deadline = time.monotonic() + max(timeout, 0.0)
-            start = self._thread is None and bool(self._queue)
+            start = self._thread is None and self._queued > 0
         if start:
             self.start()
         self._wake.set()
@@ -281,8 +286,9 @@ class PredictionLog:
             self._thread.join(max(timeout, 0.0) + _JOIN_MARGIN_S)
         # The writer is stuck in one attempt: what it has not taken yet is lost now.
         with self._lock:
-            left = len(self._queue)
+            left = self._queued
             self._queue.clear()
+            self._queued = 0
             self._rows_waiting = 0
             self._failed += left
         if left:
@@ -304,7 +310,7 @@ class PredictionLog:
                     logger.exception("prediction log: the writer failed; it keeps running")
                 if self._closing:
                     with self._lock:
-                        if not self._queue:
+                        if not self._queued:
                             break
         finally:
             if self._engine is not None:
@@ -315,13 +321,14 @@ class PredictionLog:
         with self._lock:
             taken = self._queue
             self._queue = deque()
-            self._in_flight = len(taken)
-        items = list(taken)
+            self._in_flight = self._queued
+            self._queued = 0
+        items = [item for chunk, _ in taken for item in chunk]
         try:
             for start in range(0, len(items), self._batch_size):
                 trouble |= not self._write(items[start : start + self._batch_size])
         finally:
-            rows = sum(_row_count(item.inputs) for item in items)
+            rows = sum(count for _, count in taken)
             with self._lock:
                 self._rows_waiting -= rows
         trouble |= self._report_dropped() > 0
@@ -330,21 +337,19 @@ class PredictionLog:
         if items and not trouble:  # an incident ends with a clean write, not with a quiet moment
             self._end_incident()
 
-    def _write(self, chunk: list[_Record]) -> bool:
+    def _write(self, chunk: list[tuple[Any, ...]]) -> bool:
         """Insert `chunk` in one transaction, retrying; False if anything failed on the way."""
-        rows: list[tuple[Any, ...]] = []
-        row = self._serializer.row
-        for item in chunk:
-            try:
-                rows.append(row(item))
-            except Exception as exc:
-                self._settle(0, 1, f"could not serialize a record of {item.model!r}: {exc}")
-        clean = len(rows) == len(chunk)
+        blocks, failed = self._encoder.encode(chunk)
+        for item, exc in failed:
+            self._settle(0, 1, f"could not serialize a record of {item[1]!r}: {exc}")
+        clean = not failed
+        rows = [block for block, _ in blocks]
+        records = sum(count for _, count in blocks)
         deadline = time.monotonic() + self._retry_s
         delay = _BACKOFF_S[0]
         while rows:
             if time.monotonic() >= self._close_deadline:
-                self._settle(0, len(rows), "the log was closed before they could be written")
+                self._settle(0, records, "the log was closed before they could be written")
                 return False
             try:
                 self._insert(rows)
@@ -353,28 +358,19 @@ class PredictionLog:
                 self._failing(exc)
                 left = min(deadline, self._close_deadline) - time.monotonic()
                 if left <= 0:
-                    self._settle(0, len(rows), f"cannot write to {describe_url(self.url)}: {_reason(exc)}")
+                    self._settle(0, records, f"cannot write to {describe_url(self.url)}: {_reason(exc)}")
                     return False
                 time.sleep(min(delay * random.uniform(0.5, 1.5), left))
                 delay = min(delay * 2, _BACKOFF_S[1])
                 continue
-            self._settle(len(rows), 0)
+            self._settle(records, 0)
             break
         return clean
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
         engine = self._ensure_engine()
         with write_transaction(engine) as connection:
-            if engine.dialect.name == "sqlite":
-                # The driver's executemany with the column values as SQLAlchemy stores them on
-                # SQLite (timestamps as ISO text): several times faster than a Core insert.
-                stamped = [(_sqlite_timestamp(r[0]), *r[1:]) for r in rows]
-                connection.exec_driver_sql(_SQLITE_INSERT, stamped)
-            else:
-                connection.execute(
-                    insert(prediction_log),
-                    [{**dict(zip(COLUMNS, r, strict=True)), "ts": datetime.fromtimestamp(r[0], UTC)} for r in rows],
-                )
+            connection.execute(insert(prediction_log_blocks), rows)
 
     def _ensure_engine(self) -> Engine:
         if self._engine is None:
@@ -383,7 +379,7 @@ class PredictionLog:
                 event.listen(engine, "connect", _short_busy_timeout)
             try:
                 with write_transaction(engine) as connection:
-                    prediction_log.create(connection, checkfirst=True)
+                    prediction_log_blocks.create(connection, checkfirst=True)
             except BaseException:
                 engine.dispose()
                 raise
@@ -499,15 +495,16 @@ def _reason(exc: BaseException) -> str:
 
 
 def _prune(engine: Engine, cutoff: datetime) -> int:
-    """Delete rows older than `cutoff` in chunks, each its own short transaction.
+    """Delete blocks whose newest request is older than `cutoff`, in chunks, each its own short
+    transaction; returns how many requests they held.
 
-    Rows are appended in time order, so the old ones are those before the first recent id: found
-    by walking ids from the oldest (no index on `ts` alone, which would cost every insert more than
-    it saves this once-a-minute clean-up)."""
-    column = prediction_log.c
+    Blocks are appended in time order, so the old ones are those before the first recent id: found
+    by walking ids from the oldest (no index on `last_ts` alone, which would cost every insert more
+    than it saves this once-a-minute clean-up)."""
+    column = prediction_log_blocks.c
     with engine.connect() as connection:
         first_recent = connection.execute(
-            select(column.id).where(column.ts >= cutoff).order_by(column.id).limit(1)
+            select(column.id).where(column.last_ts >= cutoff).order_by(column.id).limit(1)
         ).scalar()
         if first_recent is None:
             first_recent = (connection.execute(select(func.max(column.id))).scalar() or 0) + 1
@@ -515,95 +512,11 @@ def _prune(engine: Engine, cutoff: datetime) -> int:
     while True:
         oldest = select(column.id).where(column.id < first_recent).order_by(column.id).limit(_PRUNE_CHUNK)
         with write_transaction(engine) as connection:
-            deleted = connection.execute(delete(prediction_log).where(column.id.in_(oldest))).rowcount
-        total += deleted
+            records = connection.execute(select(func.sum(column.records)).where(column.id.in_(oldest))).scalar()
+            deleted = connection.execute(delete(prediction_log_blocks).where(column.id.in_(oldest))).rowcount
+        total += int(records or 0)
         if deleted < _PRUNE_CHUNK:
             return total
-
-
-# -- serialization (writer thread) ----------------------------------------------------------
-
-
-class _Serializer:
-    """Records as table rows (tuples in `COLUMNS` order). The JSON of feature and class names is
-    made once per names object; inputs and outputs are binary blobs (`arraycodec`): numeric
-    arrays are copied as bytes, never formatted as text."""
-
-    def __init__(self) -> None:
-        self._names: dict[int, tuple[Any, str]] = {}
-
-    def _json_once(self, key_object: Any, make: Callable[[], Any]) -> str:
-        found = self._names.get(id(key_object))
-        if found is not None and found[0] is key_object:
-            return found[1]
-        if len(self._names) > 1024:
-            self._names.clear()
-        text = orjson.dumps(make()).decode()
-        self._names[id(key_object)] = (key_object, text)
-        return text
-
-    def row(self, item: _Record) -> tuple[Any, ...]:
-        inputs, rows, names = _inputs_blob(item.inputs, item.feature_names)
-        outputs = item.outputs
-        classes = None
-        if outputs.probabilities is not None and outputs.classes is not None:
-            classes = self._json_once(outputs.classes, lambda: [str(c) for c in np.asarray(outputs.classes).tolist()])
-        if names is None:  # the model's names fit the rows: the same JSON every time
-            features = self._json_once(item.feature_names, lambda: [str(n) for n in item.feature_names])
-        else:
-            features = orjson.dumps(names).decode()
-        return (
-            float(item.ts),
-            str(item.request_id),
-            str(item.model),
-            None if item.version is None else int(item.version),
-            str(item.route),
-            float(item.latency_ms),
-            rows,
-            features,
-            classes,
-            inputs,
-            arraycodec.encode(outputs.outputs, outputs.probabilities, default=json_default),
-        )
-
-
-COLUMNS = (
-    "ts", "request_id", "model", "version", "route", "latency_ms", "rows", "features", "classes", "inputs", "outputs"
-)  # fmt: skip
-
-
-_SQLITE_INSERT = f"INSERT INTO prediction_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-
-
-def _sqlite_timestamp(ts: float) -> str:
-    """`ts` in SQLAlchemy's SQLite DATETIME text form (UTC), the formatted second reused."""
-    global _STAMP_SECOND, _STAMP_PREFIX
-    second = int(ts // 1)
-    if second != _STAMP_SECOND:
-        _STAMP_SECOND = second
-        _STAMP_PREFIX = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{_STAMP_PREFIX}.{int((ts - second) * 1e6):06d}"
-
-
-_STAMP_SECOND = -1
-_STAMP_PREFIX = ""
-
-
-def _inputs_blob(inputs: Any, feature_names: Sequence[str] | None) -> tuple[bytes, int, list[str] | None]:
-    """The input rows as a blob, their count, and the column names when `feature_names` does
-    not fit them (`None` when it does)."""
-    if isinstance(inputs, np.ndarray):
-        values, columns = np.atleast_2d(inputs), None
-    else:  # a DataFrame
-        values, columns = inputs.to_numpy(), [str(c) for c in inputs.columns]
-    if values.ndim != 2:
-        values = values.reshape(len(values), -1)
-    width = values.shape[1]
-    text = arraycodec.encode(values, default=json_default)
-    if feature_names is not None and len(feature_names) == width:
-        return text, int(values.shape[0]), None  # the caller's names fit: no list to build
-    names = columns if columns is not None and len(columns) == width else [f"x{i}" for i in range(width)]
-    return text, int(values.shape[0]), names
 
 
 def _row_count(inputs: Any) -> int:

@@ -1,11 +1,14 @@
-"""Reading the prediction log back: `load_inputs` (drift windows) and `export` (`servekit logs`),
-one row per input row, streamed in chunks; `parse_since` for `--since 24h`."""
+"""Reading the prediction log back: `read_log` (the logged requests), `load_inputs` (drift windows)
+and `export` (`servekit logs`, one row per input row, streamed in chunks); `parse_since` for
+`--since 24h`. Blocks (`predlog_blocks`) are expanded into requests here, in time order."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,19 +20,20 @@ from sqlalchemy import Engine, func, inspect, make_url, select
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from servekit.errors import InvalidInput, ModelNotFound, NotFound, RegistryError
-from servekit.monitoring import arraycodec
+from servekit.monitoring.arraycodec import json_default
+from servekit.monitoring.predlog_blocks import Logged, block_start, decode
 from servekit.registry.database import (
     as_utc,
     describe_url,
     make_engine,
     one_line,
-    prediction_log,
+    prediction_log_blocks,
 )
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FORMATS", "export", "json_default", "load_inputs", "parse_duration", "parse_since"]
+__all__ = ["FORMATS", "Logged", "export", "json_default", "load_inputs", "parse_duration", "parse_since", "read_log"]
 
 FORMATS = ("csv", "parquet", "jsonl")
 BASE_COLUMNS = ("ts", "request_id", "version", "route", "latency_ms")
@@ -65,28 +69,30 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     return as_utc(moment).astimezone(UTC)
 
 
+def read_log(url: str, model: str | None = None, since: datetime | None = None) -> Iterator[Logged]:
+    """The logged requests (of `model`, made at or after `since`), oldest first; nothing when there
+    is no log yet."""
+    with _reading(url) as engine:
+        if engine is not None:
+            yield from _scan(engine, model, since)
+
+
 def load_inputs(url: str, model: str, since: datetime | None) -> pd.DataFrame:
     """The logged input rows of `model` since `since` (all if None), oldest first, one column per
     feature; empty when nothing is logged. Versions with other features add columns (NaN elsewhere)."""
     import pandas as pd
 
     frames: list[pd.DataFrame] = []
-    with _reading(url) as engine:
-        if engine is None:
-            return pd.DataFrame()
-        names: list[str] | None = None
-        rows: list[list[Any]] = []
-        decoded: dict[str, list[str]] = {}
-        columns = (prediction_log.c.features, prediction_log.c.inputs)
-        for record in _scan(engine, model, since, columns):
-            current = decoded.get(record.features) or decoded.setdefault(record.features, orjson.loads(record.features))
-            if current != names and rows:
-                frames.append(pd.DataFrame(rows, columns=names))
-                rows = []
-            names = current
-            rows.extend(_rows(record.inputs))
-        if rows:
+    names: list[str] | None = None
+    rows: list[Any] = []
+    for record in read_log(url, model, since):
+        if record.features is not names and rows:
             frames.append(pd.DataFrame(rows, columns=names))
+            rows = []
+        names = record.features
+        rows.extend(_plain(record.inputs))
+    if rows:
+        frames.append(pd.DataFrame(rows, columns=names))
     if not frames:
         return pd.DataFrame()
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
@@ -126,43 +132,69 @@ def _reading(url: str) -> Iterator[Engine | None]:
         return
     engine = make_engine(url)
     try:
-        yield engine if inspect(engine).has_table(prediction_log.name) else None
+        yield engine if inspect(engine).has_table(prediction_log_blocks.name) else None
     except SQLAlchemyError as exc:
         raise RegistryError(f"cannot read the prediction log at {describe_url(url)}: {one_line(exc)}") from None
     finally:
         engine.dispose()
 
 
-def _where(query: Any, model: str, since: datetime | None) -> Any:
-    query = query.where(prediction_log.c.model == model)
+def _where(query: Any, model: str | None, since: datetime | None) -> Any:
+    if model is not None:
+        query = query.where(prediction_log_blocks.c.model == model)
     if since is not None:
-        query = query.where(prediction_log.c.ts >= as_utc(since).astimezone(UTC))
+        query = query.where(prediction_log_blocks.c.last_ts >= as_utc(since).astimezone(UTC))
     return query
 
 
-def _scan(engine: Engine, model: str, since: datetime | None, columns: Iterable[Any]) -> Iterator[Any]:
-    """The matching records, oldest first, fetched a few hundred at a time."""
-    query = _where(select(*columns), model, since).order_by(prediction_log.c.ts, prediction_log.c.id)
+def _scan(engine: Engine, model: str | None, since: datetime | None) -> Iterator[Logged]:
+    """The matching requests, oldest first, a few blocks fetched at a time.
+
+    Blocks come in order of their oldest request; blocks written by different processes may
+    overlap in time, so requests wait in a heap until no later block can hold an older one."""
+    table = prediction_log_blocks.c
+    query = _where(select(prediction_log_blocks), model, since).order_by(table.first_ts, table.id)
+    start = None if since is None else as_utc(since).astimezone(UTC)
+    names: dict[str, list[str]] = {}
+
+    def decoded(text: str) -> list[str]:  # one list per distinct JSON, shared by its requests
+        found = names.get(text)
+        if found is None:
+            found = names[text] = orjson.loads(text)
+        return found
+
+    waiting: list[tuple[datetime, int, Logged]] = []
+    order = itertools.count()
     with engine.connect() as connection:
-        yield from connection.execution_options(yield_per=500).execute(query)
+        for block in connection.execution_options(yield_per=20).execute(query):
+            oldest = block_start(block)
+            while waiting and waiting[0][0] <= oldest:
+                yield heapq.heappop(waiting)[2]
+            for record in decode(block, decoded):
+                if start is None or record.ts >= start:
+                    heapq.heappush(waiting, (record.ts, next(order), record))
+    while waiting:
+        yield heapq.heappop(waiting)[2]
 
 
 def _require_model(engine: Engine, model: str) -> None:
     with engine.connect() as connection:
-        found = connection.execute(select(prediction_log.c.id).where(prediction_log.c.model == model).limit(1)).first()
+        table = prediction_log_blocks.c
+        found = connection.execute(select(table.id).where(table.model == model).limit(1)).first()
         if found is not None:
             return
-        known = connection.execute(select(prediction_log.c.model).distinct().limit(20)).scalars().all()
+        known = connection.execute(select(table.model).distinct().limit(20)).scalars().all()
     hint = f"logged models: {', '.join(sorted(known))}" if known else "nothing is logged yet"
     raise ModelNotFound(f"no predictions of model {model!r} are logged", hint=hint)
 
 
 def _export_names(engine: Engine, model: str, since: datetime | None) -> tuple[list[str], list[str]]:
     """Every feature and class name in the range, in order of first appearance; for an empty range,
-    those of the newest record, so that even an empty export has the usual columns."""
-    names = (prediction_log.c.features, prediction_log.c.classes)
-    query = _where(select(*names, func.min(prediction_log.c.id)), model, since).group_by(*names)
-    newest = _where(select(*names, prediction_log.c.id), model, None).order_by(prediction_log.c.id.desc()).limit(1)
+    those of the newest block, so that even an empty export has the usual columns."""
+    table = prediction_log_blocks.c
+    names = (table.features, table.classes)
+    query = _where(select(*names, func.min(table.id)), model, since).group_by(*names)
+    newest = _where(select(*names, table.id), model, None).order_by(table.id.desc()).limit(1)
     features: dict[str, None] = {}
     classes: dict[str, None] = {}
     with engine.connect() as connection:
@@ -175,24 +207,20 @@ def _export_names(engine: Engine, model: str, since: datetime | None) -> tuple[l
 
 def _frames(engine: Engine, model: str, since: datetime | None, columns: list[str]) -> Iterator[pd.DataFrame]:
     """DataFrames of about `_EXPORT_CHUNK_ROWS` rows with exactly `columns`; at least one."""
-    wanted = [prediction_log.c[name] for name in (*BASE_COLUMNS, "features", "classes", "inputs", "outputs")]
     batch: list[dict[str, Any]] = []
-    decoded: dict[str, list[str]] = {}
     produced = False
-    for record in _scan(engine, model, since, wanted):
-        names = decoded.get(record.features) or decoded.setdefault(record.features, orjson.loads(record.features))
-        classes: list[str] = []
-        if record.classes:
-            classes = decoded.get(record.classes) or decoded.setdefault(record.classes, orjson.loads(record.classes))
-        base = {"ts": as_utc(record.ts), "request_id": record.request_id, "version": record.version}
+    for record in _scan(engine, model, since):
+        base = {"ts": record.ts, "request_id": record.request_id, "version": record.version}
         base.update(route=record.route, latency_ms=record.latency_ms)
-        labels, probabilities = _outputs(record.outputs)
-        for i, values in enumerate(_rows(record.inputs)):
+        labels = _plain(record.outputs)
+        probabilities = [] if record.probabilities is None else _plain(record.probabilities)
+        probability_columns = [PROBABILITY_PREFIX + c for c in record.classes]
+        for i, values in enumerate(_plain(record.inputs)):
             row = dict(base)
-            row.update(zip(names, values, strict=False))
+            row.update(zip(record.features, values, strict=False))
             row["prediction"] = labels[i] if i < len(labels) else None
             if i < len(probabilities):
-                row.update(zip((PROBABILITY_PREFIX + c for c in classes), probabilities[i], strict=False))
+                row.update(zip(probability_columns, probabilities[i], strict=False))
             batch.append(row)
         if len(batch) >= _EXPORT_CHUNK_ROWS:
             yield _frame(batch, columns)
@@ -292,28 +320,6 @@ def _target(out: Any, mode: str) -> Iterator[IO[Any]]:
         raise
 
 
-def json_default(value: Any) -> Any:
-    """What orjson cannot write by itself: odd arrays, numpy scalars, timestamps, missing values."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if value is None or (type(value).__name__ in {"NAType", "NaTType"}):
-        return None
-    return str(value)
-
-
-def _rows(blob: bytes) -> list[list[Any]]:
-    """A logged `inputs` blob as rows of plain values."""
-    (values,) = arraycodec.decode(blob)
-    return values.tolist() if isinstance(values, np.ndarray) else values
-
-
-def _outputs(blob: bytes) -> tuple[list[Any], list[list[float]]]:
-    """A logged `outputs` blob as (labels or values, probability rows or [])."""
-    labels, probabilities = arraycodec.decode(blob)
-    labels = labels.tolist() if isinstance(labels, np.ndarray) else labels
-    probabilities = probabilities.tolist() if isinstance(probabilities, np.ndarray) else (probabilities or [])
-    return labels, probabilities
+def _plain(values: Any) -> list[Any]:
+    """Logged values (an array or a list) as plain Python values."""
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)

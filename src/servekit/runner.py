@@ -64,6 +64,7 @@ class Runner:
         self._last_batch_jobs = 0
         self._carry: _Job | None = None
         self._pending: list[_Job] = []  # fast models: requests waiting for the next loop turn
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it started on
         self.cache = PredictionCache(self.settings.cache_size) if self.settings.cache_size else None
         self._predict_seconds = float("inf")  # unknown until measured: the first calls use the thread
         self.circuit = CircuitBreaker(
@@ -80,6 +81,8 @@ class Runner:
 
     async def start(self) -> None:
         if self.settings.batching and self._worker is None:
+            # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call.
+            self._loop = asyncio.get_running_loop()
             self._queue = asyncio.Queue(maxsize=self.settings.max_queue)
             self._worker = asyncio.create_task(self._work(), name=f"runner-{self.predictor.name}")
 
@@ -170,7 +173,7 @@ class Runner:
                 f"model {self.predictor.name} has {self.settings.max_queue} requests waiting",
                 hint="Retry after a moment",
             )
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
         self._pending.append(_Job(batch, rows, future))
         if len(self._pending) == 1:

@@ -213,7 +213,7 @@ class PredictionLog:
                 self._rows_waiting += rows
                 self._queue.append(([item], rows))
                 self._queued += 1
-                full = self._queued == self._batch_size
+                full = self._queued >= self._batch_size
             if full:
                 self._wake.set()
         except Exception:  # pragma: no cover - nothing above raises; a request must never fail here
@@ -302,10 +302,10 @@ class PredictionLog:
     def _run(self) -> None:
         try:
             while True:
-                self._wake.wait(self._flush_interval_s)
+                woken = self._wake.wait(self._flush_interval_s)
                 self._wake.clear()
                 try:
-                    self._cycle()
+                    self._cycle(everything=not woken or self._closing)
                 except Exception:  # pragma: no cover - a bug must not stop the writer
                     logger.exception("prediction log: the writer failed; it keeps running")
                 if self._closing:
@@ -316,26 +316,47 @@ class PredictionLog:
             if self._engine is not None:
                 self._engine.dispose()
 
-    def _cycle(self) -> None:
+    def _cycle(self, *, everything: bool) -> None:
+        """Write what was queued when the cycle began, `batch_size` records per transaction: only
+        full batches when woken by a full queue (the rest joins the next batch), everything when
+        the flush interval has passed or the log is closing."""
         trouble = self._report_dropped() > 0
         with self._lock:
-            taken = self._queue
-            self._queue = deque()
-            self._in_flight = self._queued
-            self._queued = 0
-        items = [item for chunk, _ in taken for item in chunk]
-        try:
-            for start in range(0, len(items), self._batch_size):
-                trouble |= not self._write(items[start : start + self._batch_size])
-        finally:
-            rows = sum(count for _, count in taken)
+            budget = self._queued
+        wrote = False
+        while budget > 0 and (everything or budget >= self._batch_size):
             with self._lock:
-                self._rows_waiting -= rows
+                taken, rows = self._take(min(budget, self._batch_size))
+            budget -= len(taken)
+            try:
+                trouble |= not self._write(taken)
+            finally:
+                with self._lock:
+                    self._rows_waiting -= rows
+            wrote = True
         trouble |= self._report_dropped() > 0
         if self._retention_s is not None:
             self._maybe_prune()
-        if items and not trouble:  # an incident ends with a clean write, not with a quiet moment
+        if wrote and not trouble:  # an incident ends with a clean write, not with a quiet moment
             self._end_incident()
+
+    def _take(self, count: int) -> tuple[list[tuple[Any, ...]], int]:
+        """The oldest `count` queued records and their input rows (call with the lock held)."""
+        taken: list[tuple[Any, ...]] = []
+        rows = 0
+        while self._queue and len(taken) < count:
+            chunk, chunk_rows = self._queue.popleft()
+            room = count - len(taken)
+            if len(chunk) > room:  # split: the rest stays first in line
+                chunk, rest = chunk[:room], chunk[room:]
+                rest_rows = sum(_row_count(item[7]) for item in rest)
+                self._queue.appendleft((rest, rest_rows))
+                chunk_rows -= rest_rows
+            taken += chunk
+            rows += chunk_rows
+        self._queued -= len(taken)
+        self._in_flight += len(taken)
+        return taken, rows
 
     def _write(self, chunk: list[tuple[Any, ...]]) -> bool:
         """Insert `chunk` in one transaction, retrying; False if anything failed on the way."""

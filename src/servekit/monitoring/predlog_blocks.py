@@ -75,6 +75,13 @@ class BlockEncoder:
         encoded record by record, so one odd record costs only itself."""
         blocks: list[tuple[dict[str, Any], int]] = []
         failed: list[tuple[Any, Exception]] = []
+        columns = _one_group(records)
+        if columns is not None:  # the usual case: one block, its columns already transposed
+            try:
+                blocks.append((self._block(records, columns), len(records)))
+                return blocks, failed
+            except Exception:
+                pass
         try:
             groups = _groups(records)
         except Exception:  # something odd in a record: each one on its own
@@ -109,10 +116,10 @@ class BlockEncoder:
                 except Exception as exc:
                     failed.append((record, exc))
 
-    def _block(self, group: list[Any]) -> dict[str, Any]:
+    def _block(self, group: Sequence[Any], columns: list[tuple[Any, ...]] | None = None) -> dict[str, Any]:
         count = len(group)
         first = group[0]
-        ts_, _, _, route_, request_ids, latency_, _, inputs_, predictions = zip(*group, strict=True)
+        ts_, _, _, route_, request_ids, latency_, _, inputs_, predictions = columns or zip(*group, strict=True)
         ndarray = np.ndarray
         matrices = [x if type(x) is ndarray and x.ndim == 2 else _matrix(x) for x in inputs_]
         outputs_ = list(map(_OUTPUTS, predictions))
@@ -210,8 +217,6 @@ def _stack(arrays: list[Any]) -> Any:
 def _groups(records: Sequence[Any]) -> list[list[Any]]:
     """Records that may share a block: same model, version, names objects and clock minute, at
     most `MAX_BLOCK_ROWS` input rows; in their order. (Array layouts are checked when stacking.)"""
-    if records and _one_group(records):  # the usual case, checked without a Python loop
-        return [list(records)]
     current: dict[tuple[Any, ...], list[Any]] = {}
     sizes: dict[tuple[Any, ...], int] = {}
     groups: list[list[Any]] = []  # in order of their first record
@@ -229,18 +234,23 @@ def _groups(records: Sequence[Any]) -> list[list[Any]]:
     return groups
 
 
-def _one_group(records: Sequence[Any]) -> bool:
-    """All records of one model version with the same names objects and clock minute, within
-    `MAX_BLOCK_ROWS` rows."""
-    ts, models, versions, _, _, _, names, inputs, predictions = zip(*records, strict=True)
-    return (
-        min(ts) // BLOCK_SPAN_S == max(ts) // BLOCK_SPAN_S
-        and len(set(models)) == 1
-        and len(set(versions)) == 1
-        and len(set(map(id, names))) == 1
-        and len(set(map(id, map(_CLASSES, predictions)))) == 1
-        and sum(map(len, inputs)) <= MAX_BLOCK_ROWS
-    )
+def _one_group(records: Sequence[Any]) -> list[tuple[Any, ...]] | None:
+    """The records' fields as columns when they all fit one block (one model version, the same
+    names objects, one clock minute, at most `MAX_BLOCK_ROWS` rows), else `None`. No Python loop."""
+    try:
+        columns = list(zip(*records, strict=True))
+        ts, models, versions, _, _, _, names, inputs, predictions = columns
+        fits = (
+            min(ts) // BLOCK_SPAN_S == max(ts) // BLOCK_SPAN_S
+            and len(set(models)) == 1
+            and len(set(versions)) == 1
+            and len(set(map(id, names))) == 1
+            and len(set(map(id, map(_CLASSES, predictions)))) == 1
+            and sum(map(len, inputs)) <= MAX_BLOCK_ROWS
+        )
+    except Exception:  # odd records: grouped one by one
+        return None
+    return columns if fits else None
 
 
 def _by_layout(group: list[Any]) -> list[list[Any]]:

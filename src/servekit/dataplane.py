@@ -185,11 +185,14 @@ class DataPlane:
         monitor = self.monitor
         if monitor is None:
             return await runner.infer(batch)
+        ctx = CURRENT.get()
+        grouped = ctx.grouped if ctx is not None else 0
         started = time.perf_counter()
         prediction = await runner.infer(batch)
-        ctx = CURRENT.get()
         if ctx is not None:
             ctx.rows += rows
+            if ctx.grouped != grouped:  # the runner reported it with its micro-batch
+                return prediction
         monitor.predicted(runner, batch, prediction, time.perf_counter() - started, ctx)
         return prediction
 

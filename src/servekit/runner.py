@@ -31,6 +31,7 @@ import numpy as np
 from servekit.cache import PredictionCache
 from servekit.circuit import CircuitBreaker
 from servekit.errors import InvalidInput, Overloaded, PredictionFailed, PredictionTimeout
+from servekit.monitoring.context import CURRENT
 from servekit.prediction import Prediction
 from servekit.predictor import Predictor
 from servekit.settings import RunnerSettings
@@ -49,6 +50,8 @@ class _Job:
     rows: int
     future: asyncio.Future[Prediction]
     enqueued: float = field(default_factory=time.perf_counter)
+    ctx: Any = None
+    """The request's monitoring context (`servekit.monitoring.context`), when it has one."""
 
 
 class Runner:
@@ -74,6 +77,10 @@ class Runner:
         """(model, version) as metric labels."""
         self.on_call: Callable[[int, float], None] | None = None
         """Told the rows and seconds of every predict call (the monitor's batch-size and latency metrics)."""
+        self.on_batch: Callable[[Batch, Prediction, list[tuple[Any, int, float]]], None] | None = None
+        """Told each micro-batch answered on the loop: the stacked inputs, the whole prediction and
+        (context, rows, seconds waited) per request, in order. Each context's `grouped` count goes
+        up, so that the data plane does not report those requests again one by one."""
 
     @property
     def queue_depth(self) -> int:
@@ -175,7 +182,7 @@ class Runner:
             )
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
-        self._pending.append(_Job(batch, rows, future))
+        self._pending.append(_Job(batch, rows, future, ctx=CURRENT.get() if self.on_batch is not None else None))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
         return await future
@@ -192,7 +199,18 @@ class Runner:
                 chunk.append(pending[start])
                 start += 1
             self._last_batch_jobs = len(chunk)
-            _settle(chunk, self._predict)
+            _settle(chunk, self._predict, self._report if self.on_batch is not None else None)
+
+    def _report(self, stacked: Batch, whole: Prediction, jobs: list[_Job]) -> None:
+        """Hand a micro-batch answered on the loop to `on_batch`, when every request in it has a
+        monitoring context and got its answer (else the data plane reports them one by one)."""
+        report = self.on_batch
+        if report is None or any(job.ctx is None or job.future.cancelled() for job in jobs):
+            return
+        now = time.perf_counter()
+        for job in jobs:
+            job.ctx.grouped += 1
+        report(stacked, whole, [(job.ctx, job.rows, now - job.enqueued) for job in jobs])
 
     def _fast(self, rows: int) -> bool:
         """A model whose calls take less than `inline_below_ms` runs on the event loop: a thread
@@ -272,24 +290,31 @@ class Runner:
         _deliver(jobs, whole)
 
 
-def _settle(jobs: list[_Job], predict: Callable[[Batch], Prediction]) -> None:
-    """Predict the jobs as one batch, now, and answer each its own rows."""
+def _settle(
+    jobs: list[_Job],
+    predict: Callable[[Batch], Prediction],
+    report: Callable[[Batch, Prediction, list[_Job]], None] | None = None,
+) -> None:
+    """Predict the jobs as one batch, now, and answer each its own rows; then `report` the batch."""
     live = [j for j in jobs if not j.future.done()]  # callers that gave up are skipped
     if not live:
         return
+    stacked = live[0].batch if len(live) == 1 else _stack([j.batch for j in live])
     try:
-        whole = predict(live[0].batch if len(live) == 1 else _stack([j.batch for j in live]))
+        whole = predict(stacked)
     except InvalidInput as exc:
         if len(live) == 1:
             _fail(live, exc)
             return
         for job in live:  # one request's rows spoiled the batch: answer each request alone
-            _settle([job], predict)
+            _settle([job], predict, report)
         return
     except Exception as exc:
         _fail(live, exc)
         return
     _deliver(live, whole)
+    if report is not None:
+        report(stacked, whole, live)
 
 
 def _deliver(jobs: list[_Job], whole: Prediction) -> None:

@@ -15,7 +15,7 @@ __all__ = ["CURRENT", "RequestContext"]
 class RequestContext:
     """One request as monitoring sees it."""
 
-    __slots__ = ("model", "request_id", "route", "rows", "status", "version")
+    __slots__ = ("grouped", "model", "request_id", "route", "rows", "status", "version")
 
     def __init__(self, request_id: str, route: str) -> None:
         self.request_id = request_id
@@ -24,6 +24,9 @@ class RequestContext:
         self.version = ""
         self.rows = 0
         self.status = 0
+        self.grouped = 0
+        """Predictions the runner reported with their whole micro-batch (the data plane then does
+        not report them one by one)."""
 
 
 CURRENT: ContextVar[RequestContext | None] = ContextVar("servekit_request", default=None)

@@ -15,9 +15,10 @@ import contextlib
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from functools import cache
+from operator import attrgetter
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
@@ -25,6 +26,7 @@ import orjson
 from servekit.aio import cancel
 from servekit.monitoring.context import RequestContext
 from servekit.monitoring.metrics import Metrics, metrics, multiprocess_dir
+from servekit.monitoring.predlog_blocks import Segment, single
 from servekit.monitoring.tally import Tally
 
 if TYPE_CHECKING:
@@ -40,7 +42,9 @@ DRAIN_INTERVAL_S = 0.05
 SLICE = 128
 MAX_EVENTS = 200_000
 
-_REQUEST, _PREDICTED, _CALLED = 0, 1, 2
+_REQUEST, _PREDICTED, _CALLED, _BATCH = 0, 1, 2, 3
+_ROUTE = attrgetter("route")
+_REQUEST_ID = attrgetter("request_id")
 
 
 @cache
@@ -117,7 +121,14 @@ class Monitor:
             else:
                 self.dropped += 1
 
+        def answered(stacked: Any, whole: Prediction, jobs: list[tuple[RequestContext, int, float]]) -> None:
+            if len(events) < MAX_EVENTS:
+                events.append((_BATCH, runner, stacked, whole, jobs, time.time()))
+            else:
+                self.dropped += 1
+
         runner.on_call = called
+        runner.on_batch = answered
         if self.metrics is not None:
             self.metrics.model_loaded.labels(*labels, runtime, predictor.variant or "").set(1)
 
@@ -128,6 +139,7 @@ class Monitor:
         self._cache_seen.pop(id(runner), None)
         self._feature_names.pop(id(runner), None)
         runner.on_call = None
+        runner.on_batch = None
         if self.drift is not None:
             self.drift.forget(runner)
         if self.metrics is not None:
@@ -183,7 +195,7 @@ class Monitor:
             self._report_dropped()
             return 0
         lines: list[bytes] = []
-        logged: list[tuple[Any, ...]] = []
+        logged: list[Segment] = []
         tally = Tally()
         for _ in range(count):
             event = events.popleft()
@@ -192,12 +204,14 @@ class Monitor:
                 self._record_request(event, tally, lines)
             elif kind == _PREDICTED:
                 self._record_prediction(event, tally, logged)
+            elif kind == _BATCH:
+                self._record_batch(event, tally, logged)
             else:
                 self._record_call(event, tally)
         if self.metrics is not None:
             tally.apply(self._child)
         if logged:
-            self.prediction_log.record_many(logged)  # type: ignore[union-attr]
+            self.prediction_log.record_segments(logged)  # type: ignore[union-attr]
         if lines:
             self._write(lines)
         self._report_dropped()
@@ -272,33 +286,58 @@ class Monitor:
         took = f"{seconds * 1000:.2f}ms"
         return f"{_iso(at)} {method} {ctx.route} {status} {took}{model} rows={ctx.rows} id={ctx.request_id}".encode()
 
-    def _record_prediction(self, event: tuple[Any, ...], tally: Tally, logged: list[tuple[Any, ...]]) -> None:
+    def _record_prediction(self, event: tuple[Any, ...], tally: Tally, logged: list[Segment]) -> None:
+        """One request's prediction (runners that do not batch on the loop, cache hits)."""
         _, runner, batch, prediction, seconds, ctx, at = event
         predictor = runner.predictor
-        m = self.metrics
-        if m is not None:
-            labels = (predictor.name, _version(predictor.version))
-            if prediction.probabilities is not None and predictor.classes is not None:
-                for label in prediction.values():
-                    tally.count(m.predictions, (*labels, str(label)))
-            elif prediction.outputs.dtype.kind in "fiu":
-                tally.observe_all(m.prediction_values, labels, prediction.outputs.reshape(-1).tolist())
+        self._count(predictor, prediction, tally)
         if self.prediction_log is not None:
+            route, request_id = (ctx.route, ctx.request_id) if ctx is not None else ("", "")
+            names = self._names(runner)
             logged.append(
-                (
-                    at,
-                    predictor.name,
-                    predictor.version,
-                    ctx.route if ctx is not None else "",
-                    ctx.request_id if ctx is not None else "",
-                    seconds * 1000,
-                    self._names(runner),
-                    batch,
-                    prediction,
+                single(
+                    at, predictor.name, predictor.version, route, request_id, seconds * 1000, names, batch, prediction
                 )
             )
-        if self.drift is not None and runner.predictor.manifest.profile:
+        if self.drift is not None and predictor.manifest.profile:
             self.drift.add(runner, batch)
+
+    def _record_batch(self, event: tuple[Any, ...], tally: Tally, logged: list[Segment]) -> None:
+        """A micro-batch of requests answered by one predict call: recorded as a whole."""
+        _, runner, stacked, whole, jobs, at = event
+        predictor = runner.predictor
+        self._count(predictor, whole, tally)
+        if self.prediction_log is not None:
+            contexts, rows, waited = zip(*jobs, strict=True)
+            logged.append(
+                Segment(
+                    (at,) * len(jobs),
+                    predictor.name,
+                    predictor.version,
+                    tuple(map(_ROUTE, contexts)),
+                    tuple(map(_REQUEST_ID, contexts)),
+                    tuple(seconds * 1000 for seconds in waited),
+                    self._names(runner),
+                    stacked,
+                    whole,
+                    rows,
+                    rows,
+                )
+            )
+        if self.drift is not None and predictor.manifest.profile:
+            self.drift.add(runner, stacked)
+
+    def _count(self, predictor: Any, prediction: Prediction, tally: Tally) -> None:
+        """Predicted classes (classifiers) or values (regressors) in the metrics."""
+        m = self.metrics
+        if m is None:
+            return
+        labels = (predictor.name, _version(predictor.version))
+        if prediction.probabilities is not None and predictor.classes is not None:
+            for label, amount in Counter(prediction.values()).items():
+                tally.count(m.predictions, (*labels, str(label)), amount)
+        elif prediction.outputs.dtype.kind in "fiu":
+            tally.observe_all(m.prediction_values, labels, prediction.outputs.reshape(-1).tolist())
 
     def _names(self, runner: Runner) -> tuple[str, ...]:
         """The runner's feature names, one tuple per runner (the prediction log keys its JSON on it)."""

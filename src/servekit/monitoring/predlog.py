@@ -25,13 +25,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, delete, event, func, insert, make_url, select
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from servekit.errors import InvalidInput, RegistryError
-from servekit.monitoring.predlog_blocks import BlockEncoder
+from servekit.monitoring.predlog_blocks import BlockEncoder, Segment, single
 from servekit.monitoring.predlog_export import (
     FORMATS,
     export,
@@ -66,20 +67,6 @@ _JOIN_MARGIN_S = 1.0  # close() waits this much past its timeout for an attempt 
 _PRUNE_CHUNK = 10_000
 
 LostCallback = Callable[[int, str], None]
-
-
-class _Record(NamedTuple):
-    """One request as queued (`record_many` takes plain tuples in this order)."""
-
-    ts: float
-    model: str
-    version: int | None
-    route: str
-    request_id: str
-    latency_ms: float
-    feature_names: Sequence[str]
-    inputs: Any
-    outputs: Prediction
 
 
 class PredictionLog:
@@ -124,7 +111,7 @@ class PredictionLog:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._queue: deque[tuple[list[tuple[Any, ...]], int]] = deque()  # (records, their input rows)
+        self._queue: deque[tuple[list[Segment], int, int]] = deque()  # (segments, requests, input rows)
         self._queued = 0  # records in the queue
         self._in_flight = 0
         self._written = 0
@@ -187,77 +174,82 @@ class PredictionLog:
         Keeps references: the caller must not modify `inputs` afterwards.
         """
         try:
-            keep = self._sample_rate >= 1.0 or self._random.random() < self._sample_rate
-            item = _Record(
-                time.time() if ts is None else ts,
-                model,
-                version,
-                route,
-                request_id,
-                latency_ms,
-                feature_names,
-                inputs,
-                outputs,
-            )
+            moment = time.time() if ts is None else ts
+            segment = single(moment, model, version, route, request_id, latency_ms, feature_names, inputs, outputs)
+        except Exception:  # not a request this log can hold (e.g. no outputs): counted, never raised
             with self._lock:
-                if not keep:
-                    self._sampled_out += 1
-                    return
-                if self._closing:
-                    self._late += 1
-                    return
-                rows = _row_count(inputs)
-                if self._queued + self._in_flight >= self._max_pending or (self._rows_waiting + rows > self._max_rows):
-                    self._dropped += 1
-                    return
-                self._rows_waiting += rows
-                self._queue.append(([item], rows))
-                self._queued += 1
-                full = self._queued >= self._batch_size
-            if full:
-                self._wake.set()
-        except Exception:  # pragma: no cover - nothing above raises; a request must never fail here
-            self._dropped += 1
+                self._dropped += 1
+            return
+        self.record_segments([segment])
 
     def record_many(self, items: Sequence[tuple[Any, ...]]) -> None:
         """Queue many records at once, each a tuple in the order of `record`'s fields: (ts, model,
-        version, route, request_id, latency_ms, feature_names, inputs, outputs). One lock for all
-        of them: the server's monitor hands over what it drained in one call. Keeps the list when
-        every record fits: the caller must not modify it afterwards. Never raises."""
-        try:
-            rate = self._sample_rate
-            if rate < 1.0:
-                chance = self._random.random
-                kept = [item for item in items if chance() < rate]
-            else:
-                kept = items if isinstance(items, list) else list(items)
-            counts = [_row_count(item[7]) for item in kept]
-            rows = sum(counts)
+        version, route, request_id, latency_ms, feature_names, inputs, outputs). Never raises."""
+        segments: list[Segment] = []
+        odd = 0
+        for item in items:
+            try:
+                segments.append(single(*item))
+            except Exception:
+                odd += 1
+        if odd:
             with self._lock:
-                self._sampled_out += len(items) - len(kept)
+                self._dropped += odd
+        self.record_segments(segments)
+
+    def record_segments(self, segments: Sequence[Segment]) -> None:
+        """Queue segments (`predlog_blocks.Segment`: one request, or a micro-batch answered by one
+        predict call), with one lock for all: the server's monitor hands over what it drained in
+        one call. Sampling and the memory bounds apply per request. Keeps the list when everything
+        fits: the caller must not modify it afterwards. Never raises."""
+        try:
+            kept = list(segments) if self._sample_rate >= 1.0 else self._sample(segments)
+            requests = [len(segment.ts) for segment in kept]
+            counts = [sum(segment.rows) for segment in kept]
+            total, rows = sum(requests), sum(counts)
+            with self._lock:
                 if self._closing:
-                    self._late += len(kept)
+                    self._late += total
                     return
                 room = self._max_pending - self._queued - self._in_flight
-                if len(kept) <= room and self._rows_waiting + rows <= self._max_rows:
+                if total <= room and self._rows_waiting + rows <= self._max_rows:
                     accepted = kept  # the usual case: all of them, as they are
                 else:
-                    accepted, rows = [], 0
-                    for item, count in zip(kept, counts, strict=True):
-                        if len(accepted) >= room or self._rows_waiting + rows + count > self._max_rows:
-                            self._dropped += 1
+                    accepted, total, rows = [], 0, 0
+                    for segment, size, count in zip(kept, requests, counts, strict=True):
+                        if total + size > room or self._rows_waiting + rows + count > self._max_rows:
+                            self._dropped += size
                             continue
-                        accepted.append(item)
+                        accepted.append(segment)
+                        total += size
                         rows += count
                 if accepted:
                     self._rows_waiting += rows
-                    self._queue.append((accepted, rows))
-                    self._queued += len(accepted)
+                    self._queue.append((accepted, total, rows))
+                    self._queued += total
                 full = self._queued >= self._batch_size
             if full:
                 self._wake.set()
         except Exception:  # pragma: no cover - a request must never fail here
-            self._dropped += len(items)
+            with self._lock:
+                self._dropped += sum(len(getattr(segment, "ts", ())) for segment in segments)
+
+    def _sample(self, segments: Sequence[Segment]) -> list[Segment]:
+        """Each request kept with probability `sample_rate`; the others counted in `sampled_out`."""
+        chance, rate = self._random.random, self._sample_rate
+        kept: list[Segment] = []
+        skipped = 0
+        for segment in segments:
+            keep = [chance() < rate for _ in segment.ts]
+            if all(keep):
+                kept.append(segment)
+                continue
+            skipped += keep.count(False)
+            if any(keep):
+                kept.append(_subset(segment, keep))
+        with self._lock:
+            self._sampled_out += skipped
+        return kept
 
     def start(self) -> PredictionLog:
         """Start the writer thread (once)."""
@@ -326,8 +318,8 @@ class PredictionLog:
         wrote = False
         while budget > 0 and (everything or budget >= self._batch_size):
             with self._lock:
-                taken, rows = self._take(min(budget, self._batch_size))
-            budget -= len(taken)
+                taken, requests, rows = self._take(min(budget, self._batch_size))
+            budget -= requests
             try:
                 trouble |= not self._write(taken)
             finally:
@@ -340,29 +332,34 @@ class PredictionLog:
         if wrote and not trouble:  # an incident ends with a clean write, not with a quiet moment
             self._end_incident()
 
-    def _take(self, count: int) -> tuple[list[tuple[Any, ...]], int]:
-        """The oldest `count` queued records and their input rows (call with the lock held)."""
-        taken: list[tuple[Any, ...]] = []
-        rows = 0
-        while self._queue and len(taken) < count:
-            chunk, chunk_rows = self._queue.popleft()
-            room = count - len(taken)
-            if len(chunk) > room:  # split: the rest stays first in line
-                chunk, rest = chunk[:room], chunk[room:]
-                rest_rows = sum(_row_count(item[7]) for item in rest)
-                self._queue.appendleft((rest, rest_rows))
-                chunk_rows -= rest_rows
+    def _take(self, count: int) -> tuple[list[Segment], int, int]:
+        """The oldest queued segments holding at least `count` requests (or all that wait), with
+        their requests and input rows (call with the lock held)."""
+        taken: list[Segment] = []
+        requests = rows = 0
+        while self._queue and requests < count:
+            chunk, chunk_requests, chunk_rows = self._queue.popleft()
+            if requests + chunk_requests > count and len(chunk) > 1:  # split: the rest stays first in line
+                keep, size = 0, 0
+                while keep < len(chunk) and requests + size < count:
+                    size += len(chunk[keep].ts)
+                    keep += 1
+                rest = chunk[keep:]
+                rest_rows = sum(sum(segment.rows) for segment in rest)
+                self._queue.appendleft((rest, chunk_requests - size, rest_rows))
+                chunk, chunk_requests, chunk_rows = chunk[:keep], size, chunk_rows - rest_rows
             taken += chunk
+            requests += chunk_requests
             rows += chunk_rows
-        self._queued -= len(taken)
-        self._in_flight += len(taken)
-        return taken, rows
+        self._queued -= requests
+        self._in_flight += requests
+        return taken, requests, rows
 
-    def _write(self, chunk: list[tuple[Any, ...]]) -> bool:
-        """Insert `chunk` in one transaction, retrying; False if anything failed on the way."""
-        blocks, failed = self._encoder.encode(chunk)
-        for item, exc in failed:
-            self._settle(0, 1, f"could not serialize a record of {item[1]!r}: {exc}")
+    def _write(self, segments: list[Segment]) -> bool:
+        """Insert `segments` in one transaction, retrying; False if anything failed on the way."""
+        blocks, failed = self._encoder.encode(segments)
+        for segment, exc in failed:
+            self._settle(0, len(segment.ts), f"could not serialize a record of {segment.model!r}: {exc}")
         clean = not failed
         rows = [block for block, _ in blocks]
         records = sum(count for _, count in blocks)
@@ -540,7 +537,22 @@ def _prune(engine: Engine, cutoff: datetime) -> int:
             return total
 
 
-def _row_count(inputs: Any) -> int:
-    """Input rows of a record (a 2-D array or a DataFrame; 1 for anything else)."""
-    shape = getattr(inputs, "shape", None)
-    return int(shape[0]) if shape else 1
+def _subset(segment: Segment, keep: list[bool]) -> Segment:
+    """The requests of `segment` whose `keep` is true."""
+    picked = [i for i, flag in enumerate(keep) if flag]
+    row_mask = np.repeat(np.asarray(keep), np.asarray(segment.rows, dtype=np.int64))
+    output_mask = np.repeat(np.asarray(keep), np.asarray(segment.output_rows, dtype=np.int64))
+    inputs = segment.inputs
+    inputs = inputs.iloc[row_mask] if hasattr(inputs, "iloc") else np.atleast_2d(inputs)[row_mask]
+    outputs = segment.outputs
+    probabilities = None if outputs.probabilities is None else outputs.probabilities[output_mask]
+    return segment._replace(
+        ts=[segment.ts[i] for i in picked],
+        routes=[segment.routes[i] for i in picked],
+        request_ids=[segment.request_ids[i] for i in picked],
+        latency_ms=[segment.latency_ms[i] for i in picked],
+        inputs=inputs,
+        outputs=Prediction(outputs.outputs[output_mask], probabilities, outputs.classes),
+        rows=[segment.rows[i] for i in picked],
+        output_rows=[segment.output_rows[i] for i in picked],
+    )

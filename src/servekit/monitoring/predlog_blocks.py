@@ -11,13 +11,17 @@ feature and class names and input layout, and stores each group as one row of
     index into the names), every input row as one 2-D array, every output, every probability row
     (or null)
 
-`encode` builds blocks (writer thread); `decode` expands one back into `Logged` requests.
+The writer receives `Segment`s: one request, or a micro-batch of requests the runner answered with
+one predict call, whose inputs are already stacked (then logging costs no per-request array work).
+`BlockEncoder.encode` builds blocks from them (writer thread); `decode` expands one back into
+`Logged` requests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -27,9 +31,18 @@ import orjson
 from servekit.errors import RegistryError
 from servekit.monitoring import arraycodec
 from servekit.monitoring.arraycodec import json_default
-from servekit.registry.database import as_utc
 
-__all__ = ["LAYOUT", "MAX_BLOCK_ROWS", "BlockEncoder", "Logged", "block_start", "decode"]
+__all__ = [
+    "LAYOUT",
+    "MAX_BLOCK_ROWS",
+    "BlockEncoder",
+    "Logged",
+    "Segment",
+    "block_start",
+    "decode",
+    "input_rows",
+    "single",
+]
 
 LAYOUT = 1
 """The format of `data` this version writes and reads."""
@@ -62,83 +75,156 @@ class Logged(NamedTuple):
         return len(self.inputs)
 
 
+class Segment(NamedTuple):
+    """Requests of one model version to log: one request, or a micro-batch the runner answered with
+    one predict call (then its inputs are already stacked and its outputs one `Prediction`)."""
+
+    ts: Sequence[float]
+    """When each request was answered (seconds since the epoch)."""
+    model: str
+    version: int | None
+    routes: Sequence[str]
+    request_ids: Sequence[str]
+    latency_ms: Sequence[float]
+    feature_names: Sequence[str] | None
+    inputs: Any
+    """Every request's input rows, in order: a 2-D array or a DataFrame."""
+    outputs: Any
+    """Their `Prediction`, rows in the same order."""
+    rows: Sequence[int]
+    """Input rows of each request."""
+    output_rows: Sequence[int]
+    """Output rows of each request."""
+
+
+def single(
+    ts: float,
+    model: str,
+    version: int | None,
+    route: str,
+    request_id: str,
+    latency_ms: float,
+    feature_names: Sequence[str] | None,
+    inputs: Any,
+    outputs: Any,
+) -> Segment:
+    """The segment of one request."""
+    return Segment(
+        (ts,),
+        model,
+        version,
+        (route,),
+        (request_id,),
+        (latency_ms,),
+        feature_names,
+        inputs,
+        outputs,
+        (input_rows(inputs),),
+        (_output_rows(outputs),),
+    )
+
+
+def input_rows(inputs: Any) -> int:
+    """Input rows of a request's inputs (a 2-D array or a DataFrame; one row for a 1-D array)."""
+    shape = getattr(inputs, "shape", None)
+    return int(shape[0]) if shape and len(shape) > 1 else 1
+
+
+def _output_rows(outputs: Any) -> int:
+    """Rows of a `Prediction` (0 for anything else: the encoder then reports the request)."""
+    try:
+        return len(outputs.outputs)
+    except (AttributeError, TypeError):
+        return 0
+
+
 class BlockEncoder:
-    """Turns queued records into block rows. A record is a tuple (ts, model, version, route,
-    request_id, latency_ms, feature_names, inputs, outputs), `outputs` a `Prediction`."""
+    """Turns queued segments into block rows."""
 
     def __init__(self) -> None:
         self._names: dict[int, tuple[Any, str]] = {}
 
-    def encode(self, records: Sequence[Any]) -> tuple[list[tuple[dict[str, Any], int]], list[tuple[Any, Exception]]]:
-        """(block rows with how many records each holds, records that could not be encoded with
+    def encode(
+        self, segments: Sequence[Segment]
+    ) -> tuple[list[tuple[dict[str, Any], int]], list[tuple[Segment, Exception]]]:
+        """(block rows with how many requests each holds, segments that could not be encoded with
         why). A group whose arrays do not stack is split by layout, and a group that still fails is
-        encoded record by record, so one odd record costs only itself."""
+        encoded segment by segment, so one odd request costs only its own segment."""
         blocks: list[tuple[dict[str, Any], int]] = []
-        failed: list[tuple[Any, Exception]] = []
-        columns = _one_group(records)
+        failed: list[tuple[Segment, Exception]] = []
+        columns = _one_group(segments)
         if columns is not None:  # the usual case: one block, its columns already transposed
             try:
-                blocks.append((self._block(records, columns), len(records)))
+                blocks.append(self._block(segments, columns))
                 return blocks, failed
             except Exception:
                 pass
         try:
-            groups = _groups(records)
-        except Exception:  # something odd in a record: each one on its own
-            groups = [[record] for record in records]
+            groups = _groups(segments)
+        except Exception:  # something odd in a segment: each one on its own
+            groups = [[segment] for segment in segments]
         for group in groups:
             self._encode_group(group, blocks, failed)
         return blocks, failed
 
     def _encode_group(
-        self, group: list[Any], blocks: list[tuple[dict[str, Any], int]], failed: list[tuple[Any, Exception]]
+        self, group: list[Segment], blocks: list[tuple[dict[str, Any], int]], failed: list[tuple[Segment, Exception]]
     ) -> None:
         try:
-            blocks.append((self._block(group), len(group)))
+            blocks.append(self._block(group))
             return
         except _Mixed:
             try:
                 parts = _by_layout(group)
             except Exception:
-                parts = [[record] for record in group]
+                parts = [[segment] for segment in group]
         except Exception:
-            parts = [[record] for record in group]
+            parts = [[segment] for segment in group]
         for part in parts:
             if len(part) > 1:
                 try:
-                    blocks.append((self._block(part), len(part)))
+                    blocks.append(self._block(part))
                     continue
                 except Exception:
                     pass
-            for record in part:
+            for segment in part:
                 try:
-                    blocks.append((self._block([record]), 1))
+                    blocks.append(self._block([segment]))
                 except Exception as exc:
-                    failed.append((record, exc))
+                    failed.append((segment, exc))
 
-    def _block(self, group: Sequence[Any], columns: list[tuple[Any, ...]] | None = None) -> dict[str, Any]:
-        count = len(group)
+    def _block(
+        self, group: Sequence[Segment], columns: list[tuple[Any, ...]] | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """One block row, and how many requests it holds."""
         first = group[0]
-        ts_, _, _, route_, request_ids, latency_, _, inputs_, predictions = columns or zip(*group, strict=True)
+        ts_, _, _, routes_, request_ids_, latency_, _, inputs_, predictions, rows_, output_rows_ = columns or list(
+            zip(*group, strict=True)
+        )
+        ts = _flat(ts_, np.float64)
+        count = len(ts)
         ndarray = np.ndarray
         matrices = [x if type(x) is ndarray and x.ndim == 2 else _matrix(x) for x in inputs_]
-        outputs_ = list(map(_OUTPUTS, predictions))
         inputs = _stack(matrices)
-        outputs = _stack(outputs_)
+        outputs = _stack(list(map(_OUTPUTS, predictions)))
         probabilities = _stack(list(map(_PROBABILITIES, predictions)))
-        routes = list(dict.fromkeys(route_))
+        rows = _flat(rows_, np.int64)
+        output_rows = _flat(output_rows_, np.int64)
+        if int(rows.sum()) != len(inputs) or int(output_rows.sum()) != len(outputs) or len(rows) != count:
+            raise ValueError("a segment's row counts do not match its arrays")
+        all_routes = routes_[0] if len(routes_) == 1 else list(chain.from_iterable(routes_))
+        routes = list(dict.fromkeys(all_routes))
         if len(routes) == 1:
             route_of = np.zeros(count, np.int32)
         else:
             index = {route: i for i, route in enumerate(routes)}
-            route_of = np.fromiter(map(index.__getitem__, route_), np.int32, count)
-        ts = np.array(ts_, np.float64)
+            route_of = np.fromiter(map(index.__getitem__, all_routes), np.int32, count)
         data = arraycodec.encode(
             ts,
-            np.array(latency_, np.float64),
-            np.fromiter(map(len, matrices), np.int64, count),
-            np.fromiter(map(len, outputs_), np.int64, count),
-            list(request_ids),
+            _flat(latency_, np.float64),
+            rows,
+            output_rows,
+            list(chain.from_iterable(request_ids_)),
             route_of,
             [str(route) for route in routes],
             inputs,
@@ -146,21 +232,22 @@ class BlockEncoder:
             probabilities,
             default=json_default,
         )
-        classes = first[8].classes
-        return {
-            "model": str(first[1]),
-            "version": None if first[2] is None else int(first[2]),
+        classes = first.outputs.classes
+        row = {
+            "model": str(first.model),
+            "version": None if first.version is None else int(first.version),
             "first_ts": datetime.fromtimestamp(float(ts.min()), UTC),
             "last_ts": datetime.fromtimestamp(float(ts.max()), UTC),
             "records": count,
             "rows": len(inputs),
-            "features": self._features(first[6], first[7], inputs.shape[1]),
+            "features": self._features(first.feature_names, first.inputs, inputs.shape[1]),
             "classes": None
             if probabilities is None or classes is None
             else self._json_once(classes, lambda: [str(c) for c in np.asarray(classes).tolist()]),
             "layout": LAYOUT,
             "data": data,
         }
+        return row, count
 
     def _features(self, names: Sequence[str] | None, sample: Any, width: int) -> str:
         """The JSON of the column names: the model's when they fit the rows, else the frame's
@@ -194,6 +281,13 @@ _DTYPE = attrgetter("dtype")
 _CLASSES = attrgetter("classes")
 
 
+def _flat(parts: Sequence[Sequence[Any]], dtype: Any) -> np.ndarray:
+    """The values of every segment's sequence, as one array."""
+    if len(parts) == 1:
+        return np.asarray(parts[0], dtype=dtype)
+    return np.fromiter(chain.from_iterable(parts), dtype)
+
+
 def _stack(arrays: list[Any]) -> Any:
     """One array of the arrays' rows; `_Mixed` unless they share their dtype and trailing shape."""
     if len(arrays) == 1:
@@ -214,57 +308,62 @@ def _stack(arrays: list[Any]) -> Any:
         raise _Mixed from None
 
 
-def _groups(records: Sequence[Any]) -> list[list[Any]]:
-    """Records that may share a block: same model, version, names objects and clock minute, at
-    most `MAX_BLOCK_ROWS` input rows; in their order. (Array layouts are checked when stacking.)"""
-    current: dict[tuple[Any, ...], list[Any]] = {}
+def _groups(segments: Sequence[Segment]) -> list[list[Segment]]:
+    """Segments that may share a block: same model, version and names objects, same clock minute,
+    at most `MAX_BLOCK_ROWS` input rows; in their order. (Array layouts are checked when stacking.)"""
+    current: dict[tuple[Any, ...], list[Segment]] = {}
     sizes: dict[tuple[Any, ...], int] = {}
-    groups: list[list[Any]] = []  # in order of their first record
-    for record in records:
-        key = (record[1], record[2], id(record[6]), id(record[8].classes), record[0] // BLOCK_SPAN_S)
-        shape = getattr(record[7], "shape", None)
-        rows = shape[0] if shape and len(shape) > 1 else 1
+    groups: list[list[Segment]] = []  # in order of their first segment
+    for segment in segments:
+        key = (
+            segment.model,
+            segment.version,
+            id(segment.feature_names),
+            id(segment.outputs.classes),
+            segment.ts[0] // BLOCK_SPAN_S,
+        )
+        rows = sum(segment.rows)
         group = current.get(key)
         if group is None or sizes[key] + rows > MAX_BLOCK_ROWS:
             group = current[key] = []
             sizes[key] = 0
             groups.append(group)
-        group.append(record)
+        group.append(segment)
         sizes[key] += rows
     return groups
 
 
-def _one_group(records: Sequence[Any]) -> list[tuple[Any, ...]] | None:
-    """The records' fields as columns when they all fit one block (one model version, the same
+def _one_group(segments: Sequence[Segment]) -> list[tuple[Any, ...]] | None:
+    """The segments' fields as columns when they all fit one block (one model version, the same
     names objects, one clock minute, at most `MAX_BLOCK_ROWS` rows), else `None`. No Python loop."""
     try:
-        columns = list(zip(*records, strict=True))
-        ts, models, versions, _, _, _, names, inputs, predictions = columns
+        columns = list(zip(*segments, strict=True))
+        ts, models, versions, _, _, _, names, _, predictions, rows, _ = columns
         fits = (
-            min(ts) // BLOCK_SPAN_S == max(ts) // BLOCK_SPAN_S
+            min(map(min, ts)) // BLOCK_SPAN_S == max(map(max, ts)) // BLOCK_SPAN_S
             and len(set(models)) == 1
             and len(set(versions)) == 1
             and len(set(map(id, names))) == 1
             and len(set(map(id, map(_CLASSES, predictions)))) == 1
-            and sum(map(len, inputs)) <= MAX_BLOCK_ROWS
+            and sum(map(sum, rows)) <= MAX_BLOCK_ROWS
         )
-    except Exception:  # odd records: grouped one by one
+    except Exception:  # odd segments: grouped one by one
         return None
     return columns if fits else None
 
 
-def _by_layout(group: list[Any]) -> list[list[Any]]:
+def _by_layout(group: list[Segment]) -> list[list[Segment]]:
     """A group split into parts whose arrays stack."""
-    parts: dict[tuple[Any, ...], list[Any]] = {}
-    for record in group:
-        prediction = record[8]
+    parts: dict[tuple[Any, ...], list[Segment]] = {}
+    for segment in group:
+        prediction = segment.outputs
         probabilities = prediction.probabilities
         key = (
-            _layout(_matrix(record[7])),
+            _layout(_matrix(segment.inputs)),
             _layout(prediction.outputs),
             None if probabilities is None else _layout(probabilities),
         )
-        parts.setdefault(key, []).append(record)
+        parts.setdefault(key, []).append(segment)
     return list(parts.values())
 
 
@@ -317,4 +416,6 @@ def decode(row: Any, names: Callable[[str], list[str]] = lambda text: orjson.loa
 
 def block_start(row: Any) -> datetime:
     """When a block row's oldest request was made, UTC."""
+    from servekit.registry.database import as_utc
+
     return as_utc(row.first_ts)

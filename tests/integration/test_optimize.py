@@ -352,3 +352,24 @@ def test_server_serves_the_variant_without_trust_and_the_original_only_with_it(t
         while client.get("/v1/models/iris").json()["state"] == "loading" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get("/v1/models/iris").json()["state"] == "failed"
+
+
+def test_a_classifier_variant_records_its_labels_and_serves_without_the_onnx_package(tmp_path: Path) -> None:
+    """The graph's class labels go into the manifest at optimize time: serving the variant then
+    needs onnxruntime only, not the `onnx` parser (~13 MB in every server process)."""
+    import subprocess
+    import sys
+
+    made = forest_100_iris(tmp_path)
+    bundle = _bundle(made, tmp_path, True)
+    assert optimize_bundle(bundle, sample=made.inputs, trust=True).stored
+    entry = Bundle.read(bundle.path).manifest.variants["onnx"]
+    assert entry["runtime_options"]["classes"] == [0, 1, 2]
+    code = (
+        "import sys; from servekit.loading import load\n"
+        f"p = load({str(bundle.path)!r})\n"
+        "print(p.metadata()['variant'], list(p.classes), 'onnx' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["onnx", "[0,", "1,", "2]", "False"]

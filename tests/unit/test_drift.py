@@ -398,3 +398,41 @@ def test_assessing_does_not_import_scipy_stats() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_a_window_of_arrays_is_assessed_like_the_same_dataframe() -> None:
+    """The numpy path (array windows, no pandas) gives the very same report as a DataFrame."""
+    rng = np.random.default_rng(11)
+    reference = population(rng, 3000).drop(columns=["colour", "city"])
+    profile = profile_of(reference)
+    names = list(reference.columns)
+    live = population(rng, 800).drop(columns=["colour", "city"])
+    live["normal"] += 0.5  # one drifting feature
+    live.loc[::7, "count"] = np.nan  # some missing values
+    window = DriftWindow(500)
+    for start in range(0, 800, 40):
+        window.add(live.iloc[start : start + 40].to_numpy())
+    columns = window.columns(names)
+    assert columns is not None and len(columns) == 500
+    from_arrays = assess(profile, columns, SETTINGS, features=names)
+    from_frame = assess(profile, window.frame(names), SETTINGS, features=names)
+    assert [f.to_dict() for f in from_arrays.features] == [f.to_dict() for f in from_frame.features]
+    assert from_arrays.drifted == ["normal"]
+    window.add(pd.DataFrame(live.iloc[:5]))  # a DataFrame chunk: only the frame path applies
+    assert window.columns(names) is None
+
+
+def test_checking_a_numeric_array_window_does_not_import_pandas() -> None:
+    rng = np.random.default_rng(3)
+    profile = profile_of(pd.DataFrame({"a": rng.normal(size=500), "b": rng.normal(size=500)}))
+    code = (
+        "import sys, json, numpy as np\n"
+        "from servekit.monitoring.drift import DriftWindow, assess\n"
+        "window = DriftWindow(300)\n"
+        "for _ in range(10): window.add(np.random.default_rng(0).normal(size=(40, 2)))\n"
+        f"report = assess(json.loads({json.dumps(profile)!r}), window.columns(['a', 'b']))\n"
+        "print(report.assessed, 'pandas' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "2 False"

@@ -147,7 +147,7 @@ class DriftReport:
 # -- assessment ------------------------------------------------------------------------------------
 def assess(
     profile: dict[str, Any] | None,
-    current: pd.DataFrame,
+    current: pd.DataFrame | ArrayColumns,
     settings: DriftSettings | None = None,
     *,
     model: str = "",
@@ -204,11 +204,14 @@ def _decide(result: FeatureDrift, settings: DriftSettings, *, n_tests: int) -> N
 
 def _measure(name: str, reference: dict[str, Any] | None, values: Any, settings: DriftSettings) -> FeatureDrift:
     """Statistics of one feature; the state is "ok" (undecided) or "not_assessable"."""
-    import pandas as pd
+    if values is None or _numbers(values):  # a numeric window column: numpy only, no pandas import
+        series = values
+    else:
+        import pandas as pd
 
-    series = pd.Series(values) if values is not None and not isinstance(values, pd.Series) else values
+        series = values if isinstance(values, pd.Series) else pd.Series(values)
     if reference is None:
-        kind: Kind = "numeric" if series is not None and pd.api.types.is_numeric_dtype(series) else "categorical"
+        kind: Kind = "numeric" if series is not None and _is_numeric(series) else "categorical"
         return _not_assessable(name, kind, "not in the reference profile", series)
     kind = "categorical" if reference.get("kind") == "categorical" else "numeric"
     try:
@@ -257,8 +260,27 @@ def _reference_rows(reference: dict[str, Any]) -> int:
         return 0
 
 
-def _not_assessable(name: str, kind: Kind, reason: str, series: pd.Series | None) -> FeatureDrift:
-    n_missing = int(series.isna().sum()) if series is not None else 0
+def _numbers(values: Any) -> bool:
+    """A NumPy array of numbers (or booleans): assessed without pandas."""
+    return isinstance(values, np.ndarray) and values.dtype.kind in "fiub"
+
+
+def _is_numeric(series: Any) -> bool:
+    if _numbers(series):
+        return True
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(series))
+
+
+def _missing(series: Any) -> int:
+    if _numbers(series):
+        return int(np.isnan(series).sum()) if series.dtype.kind == "f" else 0
+    return int(series.isna().sum())
+
+
+def _not_assessable(name: str, kind: Kind, reason: str, series: Any) -> FeatureDrift:
+    n_missing = _missing(series) if series is not None else 0
     n_current = len(series) - n_missing if series is not None else 0
     return FeatureDrift(name, kind, "not_assessable", reason, n_current=n_current, n_missing=n_missing)
 
@@ -278,17 +300,20 @@ def _too_few(
 
 
 # -- numeric ---------------------------------------------------------------------------------------
-def _numeric(name: str, reference: dict[str, Any], series: pd.Series, settings: DriftSettings) -> FeatureDrift:
-    import pandas as pd
-
+def _numeric(name: str, reference: dict[str, Any], series: Any, settings: DriftSettings) -> FeatureDrift:
     edges = np.asarray(reference["bin_edges"], dtype=float)
     ref_counts = np.asarray(reference["bin_counts"], dtype=float)
     missing = "missing"
-    if not pd.api.types.is_float_dtype(series):  # strings, objects: what is not a number is missing
-        numbers = pd.to_numeric(series, errors="coerce")
-        missing = "missing" if numbers.notna().sum() == series.notna().sum() else "missing or not numbers"
-        series = numbers
-    values = series.to_numpy(dtype=float, na_value=np.nan)
+    if _numbers(series):
+        values = np.asarray(series, dtype=float)
+    else:
+        import pandas as pd
+
+        if not pd.api.types.is_float_dtype(series):  # strings, objects: what is not a number is missing
+            numbers = pd.to_numeric(series, errors="coerce")
+            missing = "missing" if numbers.notna().sum() == series.notna().sum() else "missing or not numbers"
+            series = numbers
+        values = series.to_numpy(dtype=float, na_value=np.nan)
     finite = np.sort(values[np.isfinite(values)])
     too_few = _too_few(name, "numeric", values.size, finite.size, settings, missing=missing)
     if too_few is not None:
@@ -346,7 +371,11 @@ def _ks_pvalue(statistic: float, n: int, m: int) -> float:
 
 
 # -- categorical -----------------------------------------------------------------------------------
-def _categorical(name: str, reference: dict[str, Any], series: pd.Series, settings: DriftSettings) -> FeatureDrift:
+def _categorical(name: str, reference: dict[str, Any], series: Any, settings: DriftSettings) -> FeatureDrift:
+    import pandas as pd
+
+    if not isinstance(series, pd.Series):
+        series = pd.Series(series)
     frequencies = {str(k): int(v) for k, v in (reference.get("frequencies") or {}).items()}
     other = int(reference.get("other") or 0)
     present = series.dropna()
@@ -506,6 +535,19 @@ class DriftWindow:
             self._chunks.clear()
             self._held = 0
 
+    def columns(self, feature_names: list[str]) -> ArrayColumns | None:
+        """The window as named numeric columns, without pandas, when every chunk is a numeric
+        array as wide as `feature_names`; else `None` (use `frame`)."""
+        with self._lock:
+            chunks = list(self._chunks)
+        width = len(feature_names)
+        if not chunks or not all(
+            isinstance(c, np.ndarray) and c.ndim == 2 and c.shape[1] == width and c.dtype.kind in "fiub" for c in chunks
+        ):
+            return None
+        matrix = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        return ArrayColumns(matrix[max(0, len(matrix) - self.size) :], list(feature_names))
+
     def frame(self, feature_names: list[str]) -> pd.DataFrame:
         """The window as a DataFrame, oldest row first; array chunks get `feature_names` as columns
         (an array of another width keeps numbered columns, so its features count as missing)."""
@@ -524,6 +566,22 @@ class DriftWindow:
             return pd.DataFrame({name: pd.Series(dtype=float) for name in names})
         frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         return frame.iloc[max(0, len(frame) - self.size) :].reset_index(drop=True)
+
+
+class ArrayColumns:
+    """Rows of numbers with named columns: what `assess` needs of a DataFrame (`columns`, `len`,
+    a column by name), for windows of numeric arrays, which then never import pandas."""
+
+    def __init__(self, matrix: np.ndarray, names: list[str]) -> None:
+        self.matrix = matrix
+        self.columns = names
+        self._index = {name: i for i, name in enumerate(names)}
+
+    def __len__(self) -> int:
+        return len(self.matrix)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.matrix[:, self._index[name]]
 
 
 def _chunk(batch: Any) -> Any:

@@ -117,9 +117,12 @@ class DriftMonitor:
         return report
 
     def _assess(self, watched: _Watched) -> DriftReport:
-        frame = watched.window.frame(watched.features)
+        window = watched.window
+        current = window.columns(watched.features)  # numeric arrays: no pandas import, no copy per column
+        if current is None:
+            current = window.frame(watched.features)
         model, version = watched.name, watched.version
-        return assess(watched.profile, frame, self.settings, model=model, version=version, features=watched.features)
+        return assess(watched.profile, current, self.settings, model=model, version=version, features=watched.features)
 
     def _publish(self, watched: _Watched, report: DriftReport) -> None:
         version = _version(watched.version)

@@ -141,6 +141,7 @@ def _convert(
                 "max_abs_diff": comparison.max_abs_diff,
                 "rows_checked": comparison.rows,
                 "tolerance": tolerance,
+                **_runtime_options(candidate),
             }
             store_variant(bundle, ONNX_VARIANT, scratch, variant_file_name(bundle, "model.onnx"), facts)
             report.stored, report.variant, report.converter = True, ONNX_VARIANT, label
@@ -179,6 +180,7 @@ def _quantize(bundle: Bundle, batch: Batch, reference: Prediction) -> QuantizeRe
         quantize_file(source_path, scratch)
         candidate = _load_candidate(bundle, scratch, INT8_VARIANT)
         comparison = compare(reference, candidate.runtime.predict(batch))
+        options = _runtime_options(candidate)
     except Exception as exc:
         scratch.unlink(missing_ok=True)
         return QuantizeReport(False, reason=f"quantization failed: {_one_line(exc)}")
@@ -202,6 +204,7 @@ def _quantize(bundle: Bundle, batch: Batch, reference: Prediction) -> QuantizeRe
         "label_agreement": comparison.label_agreement,
         "max_abs_diff": comparison.max_abs_diff,
         "rows_checked": comparison.rows,
+        **options,
     }
     store_variant(bundle, INT8_VARIANT, scratch, variant_file_name(bundle, "model.int8.onnx"), facts)
     report.stored = True
@@ -224,6 +227,14 @@ def _quantization_problem(comparison: Comparison, reference: Prediction) -> str 
             f"of the range of the values ({scale:.3g})"
         )
     return None
+
+
+def _runtime_options(candidate: Predictor) -> dict[str, Any]:
+    """What the variant's runtime may read from the manifest instead of the file: a classifier's
+    labels from its graph, so that serving it needs onnxruntime only (the `onnx` package that
+    parses graphs costs every server process ~13 MB)."""
+    classes = getattr(candidate.runtime, "graph_classes", None)
+    return {"runtime_options": {"classes": list(classes)}} if classes else {}
 
 
 def _load_candidate(bundle: Bundle, path: Path, variant: str) -> Predictor:

@@ -120,7 +120,8 @@ class OnnxRuntime(Runtime):
         binding = getattr(session, "_sess", None)
         self._run = (lambda names, feeds: binding.run(names, feeds, None)) if binding is not None else session.run
         if self._label_output is not None:
-            self._model_classes = self._graph_classes()
+            recorded = self.options.get("classes")  # written by `servekit optimize` for this very file
+            self._model_classes = list(recorded) if isinstance(recorded, list) and recorded else self._graph_classes()
             self._check_manifest_classes()
 
     def _check_inputs(self) -> None:
@@ -152,6 +153,11 @@ class OnnxRuntime(Runtime):
                 f"(outputs: {', '.join(f'{o.name} {o.type}' for o in outputs)})",
                 hint="servekit serves ONNX classifiers (label + probabilities) and regressors",
             )
+
+    @property
+    def graph_classes(self) -> list[Any] | None:
+        """A classifier's labels as its graph states them (`None` when it does not)."""
+        return self._model_classes
 
     def _graph_classes(self) -> list[Any] | None:
         """Class labels from the ZipMap node, else the last classifier node of the graph."""

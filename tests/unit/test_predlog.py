@@ -495,3 +495,49 @@ def test_a_block_in_an_unknown_layout_is_a_clear_error(url: str, iris: tuple) ->
     with pytest.raises(RegistryError, match="layout 99") as caught:
         list(read_log(url))
     assert caught.value.hint is not None
+
+
+def test_a_micro_batch_segment_is_sampled_and_bounded_per_request(url: str, iris: tuple) -> None:
+    """A segment (requests answered by one predict call) keeps, per request, its rows and outputs
+    through sampling and the pending bounds."""
+    from servekit.monitoring.predlog_blocks import Segment
+
+    X, model = iris
+    rows = [1 + i % 3 for i in range(10)]
+    stacked = X[: sum(rows)]
+    whole = predict(model, stacked)
+    segment = Segment(
+        tuple(1.0e9 + i for i in range(10)), "iris", 1, (ROUTE,) * 10, tuple(f"s{i}" for i in range(10)),
+        (1.0,) * 10, tuple(IRIS_FEATURES), stacked, whole, tuple(rows), tuple(rows),
+    )  # fmt: skip
+    log = PredictionLog(url, sample_rate=0.5, seed=5)
+    log.record_segments([segment])
+    kept = log.pending
+    assert 0 < kept < 10 and log.sampled_out == 10 - kept
+    log.close()
+    stored = list(read_log(url))
+    assert len(stored) == kept
+    starts = np.cumsum([0, *rows])
+    for request in stored:
+        i = int(request.request_id[1:])
+        assert np.array_equal(request.inputs, stacked[starts[i] : starts[i + 1]])
+        assert list(request.outputs) == whole.outputs[starts[i] : starts[i + 1]].tolist()
+        assert np.array_equal(request.probabilities, whole.probabilities[starts[i] : starts[i + 1]])
+    bounded = PredictionLog(url, max_pending=4)
+    bounded.record_segments([segment])  # ten requests do not fit four places: all counted lost
+    assert (bounded.pending, bounded.lost) == (0, 10)
+    bounded.close()
+
+
+def test_the_writer_takes_batch_size_requests_per_transaction_in_order(url: str, iris: tuple) -> None:
+    X, model = iris
+    names = tuple(IRIS_FEATURES)
+    items = [
+        (1.0e9 + i, "iris", 1, ROUTE, f"b{i}", 1.0, names, X[i : i + 1], predict(model, X[i : i + 1]))
+        for i in range(20)
+    ]
+    log = PredictionLog(url, batch_size=7)
+    log.record_many(items)  # one hand-over of 20 requests, split 7 + 7 + 6
+    log.close()
+    assert [r["records"] for r in blocks(url)] == [7, 7, 6]
+    assert [r.request_id for r in read_log(url)] == [f"b{i}" for i in range(20)]

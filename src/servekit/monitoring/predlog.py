@@ -9,8 +9,8 @@ the `prediction_log_blocks` table of any SQLAlchemy database, by default the reg
 Faults never reach the request path. A failed write is retried with backoff for `retry_s` while
 later records keep waiting, up to `max_pending`. Whatever cannot be kept or written is counted in
 `lost`, passed to `on_lost(count, reason)` and reported by one WARNING per incident on the
-"servekit.predlog" logger: nothing is dropped silently. Counters count records (requests); the
-`rows` column says how many input rows each one holds.
+"servekit.predlog" logger: nothing is dropped silently. Counters count records (requests), and
+`max_pending_rows` bounds their input rows too.
 
 `servekit.monitoring.predlog_export` reads the log back (drift windows, `servekit logs`).
 """

@@ -203,7 +203,10 @@ class PredictionLog:
         one call. Sampling and the memory bounds apply per request. Keeps the list when everything
         fits: the caller must not modify it afterwards. Never raises."""
         try:
-            kept = list(segments) if self._sample_rate >= 1.0 else self._sample(segments)
+            if self._sample_rate < 1.0:
+                kept = self._sample(segments)
+            else:
+                kept = segments if isinstance(segments, list) else list(segments)
             requests = [len(segment.ts) for segment in kept]
             counts = [sum(segment.rows) for segment in kept]
             total, rows = sum(requests), sum(counts)

@@ -54,6 +54,16 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.01)
 
 
+def one_row_items(iris: tuple, prefix: str, count: int) -> list[tuple[Any, ...]]:
+    """`record_many` tuples of one iris row each, request ids `{prefix}0`, `{prefix}1`, ..."""
+    X, model = iris
+    names = tuple(IRIS_FEATURES)
+    return [
+        (1.0e9 + i, "iris", 1, ROUTE, f"{prefix}{i}", 1.0, names, X[i : i + 1], predict(model, X[i : i + 1]))
+        for i in range(count)
+    ]
+
+
 def record(log: PredictionLog, inputs: Any, outputs: Prediction, **fields: Any) -> None:
     names = fields.pop("feature_names", IRIS_FEATURES)
     values = {"model": "iris", "version": 1, "route": ROUTE, "request_id": "r", "latency_ms": 2.5, **fields}
@@ -362,12 +372,7 @@ def test_a_bad_url_is_refused() -> None:
 
 
 def test_record_many_keeps_order_counts_overflow_and_samples(url: str, iris: tuple) -> None:
-    X, model = iris
-    names = tuple(IRIS_FEATURES)
-    items = [
-        (1.0e9 + i, "iris", 1, ROUTE, f"m{i}", 1.0, names, X[i : i + 1], predict(model, X[i : i + 1]))
-        for i in range(12)
-    ]
+    items = one_row_items(iris, "m", 12)
     log = PredictionLog(url, max_pending=10, batch_size=100)
     log.record_many(items)
     assert (log.pending, log.lost) == (10, 2)  # the two that did not fit are counted, not dropped silently
@@ -530,12 +535,7 @@ def test_a_micro_batch_segment_is_sampled_and_bounded_per_request(url: str, iris
 
 
 def test_the_writer_takes_batch_size_requests_per_transaction_in_order(url: str, iris: tuple) -> None:
-    X, model = iris
-    names = tuple(IRIS_FEATURES)
-    items = [
-        (1.0e9 + i, "iris", 1, ROUTE, f"b{i}", 1.0, names, X[i : i + 1], predict(model, X[i : i + 1]))
-        for i in range(20)
-    ]
+    items = one_row_items(iris, "b", 20)
     log = PredictionLog(url, batch_size=7)
     log.record_many(items)  # one hand-over of 20 requests, split 7 + 7 + 6
     log.close()

@@ -37,12 +37,14 @@ _HEADERS: dict[tuple[str, int], struct.Struct] = {}
 
 def encode(*values: Any, default: Any = None) -> bytes:
     """One blob holding every value (numpy arrays, or anything JSON-able)."""
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     for value in values:
         if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
             dtype = value.dtype.str
             header = _header(dtype, value.ndim).pack(_NUMERIC, len(dtype), dtype.encode(), value.ndim, *value.shape)
-            parts += [header, value.tobytes()]  # tobytes is C-ordered whatever the layout
+            # The array's own buffer when it is C-ordered (the join is the only copy), else a copy.
+            data = memoryview(value).cast("B") if value.size and value.flags.c_contiguous else value.tobytes()
+            parts += [header, data]
         else:
             if isinstance(value, np.ndarray):
                 value = value.tolist()

@@ -299,8 +299,8 @@ def _settle(
     live = [j for j in jobs if not j.future.done()]  # callers that gave up are skipped
     if not live:
         return
-    stacked = live[0].batch if len(live) == 1 else _stack([j.batch for j in live])
     try:
+        stacked = live[0].batch if len(live) == 1 else _stack([j.batch for j in live])
         whole = predict(stacked)
     except InvalidInput as exc:
         if len(live) == 1:

@@ -7,7 +7,6 @@ import logging
 import platform
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from servekit.formats import detect_format
 from servekit.profile import build_profile, read_table
 from servekit.runtimes import ModelDescription, Runtime, get_runtime
 from servekit.signature import Feature, Signature
+from servekit.staging import staged_folder
 from servekit.trust import authorize
 
 if TYPE_CHECKING:
@@ -110,20 +110,12 @@ def pack(
     target = Path(output) if output is not None else Path.cwd() / f"{manifest.name}.bundle"
     if target.exists() and not force:
         raise Conflict(f"{target} already exists", hint="Choose another --output or pass --force to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_folder(target) as staging:
         shutil.copy2(model, staging / manifest.artifact)
         manifest.files = file_digests(staging)
         staged = Bundle(staging, manifest)
         staged.write_manifest()
         report = _optimize(staged, sample, trust) if optimize and sample is not None else None
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return PackedBundle(target, staged.manifest, report)
 
 

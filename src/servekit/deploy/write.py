@@ -7,7 +7,6 @@ place, so it appears whole or not at all; an existing folder is replaced only wi
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,6 +15,7 @@ from pathlib import Path
 from servekit.bundle import Bundle
 from servekit.deploy.model import bundle_files
 from servekit.errors import Conflict, ServekitError
+from servekit.staging import staged_folder
 
 __all__ = ["MONITORING_ASSETS", "Written", "check_output", "monitoring_assets", "write_build"]
 
@@ -75,38 +75,29 @@ def write_build(
     and the monitoring `assets` (when given) into `output`."""
     output = Path(output).absolute()
     check_output(output, force=force)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     written = Written(output)
     try:
-        staging.chmod(0o755)
-        for relative, text in sorted(files.items()):
-            path = staging / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            written.files.append(relative)
-        for relative in executables:
-            (staging / relative).chmod(0o755)
-        for relative in bundle_files(bundle):
-            target = staging / "models" / model_name / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(bundle.path / relative, target)
-            written.files.append(f"models/{model_name}/{relative}")
-        if wheel is not None:
-            (staging / "wheels").mkdir()
-            shutil.copyfile(wheel, staging / "wheels" / wheel.name)
-            written.files.append(f"wheels/{wheel.name}")
-        if assets is not None:
-            _copy_assets(staging, assets, written)
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
+        with staged_folder(output, mode=0o755) as staging:
+            for relative, text in sorted(files.items()):
+                path = staging / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+                written.files.append(relative)
+            for relative in executables:
+                (staging / relative).chmod(0o755)
+            for relative in bundle_files(bundle):
+                target = staging / "models" / model_name / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(bundle.path / relative, target)
+                written.files.append(f"models/{model_name}/{relative}")
+            if wheel is not None:
+                (staging / "wheels").mkdir()
+                shutil.copyfile(wheel, staging / "wheels" / wheel.name)
+                written.files.append(f"wheels/{wheel.name}")
+            if assets is not None:
+                _copy_assets(staging, assets, written)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         raise ServekitError(f"could not write the build folder {output}: {exc.strerror or exc}") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return written
 
 

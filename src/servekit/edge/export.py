@@ -14,7 +14,6 @@ import json
 import math
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,6 +28,7 @@ from servekit.edge.document import readme, signature_document
 from servekit.edge.variant import OnnxFile, onnx_file
 from servekit.errors import InvalidInput, MissingInformation, ServekitError
 from servekit.optimize.rows import Sample, verification_rows
+from servekit.staging import staged_folder
 
 __all__ = ["FORMATS", "ExportResult", "export_model"]
 
@@ -97,38 +97,15 @@ def _write(
     output: Path, model: Path, texts: dict[str, str], *, bundle: Bundle, sample: Sample | None, force: bool
 ) -> int:
     check_output(output, force=force)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        staging.chmod(0o755)
-        shutil.copyfile(model, staging / MODEL_FILE)
-        for name, text in texts.items():
-            (staging / name).write_text(text, encoding="utf-8")
-        rows_checked = _check_standalone(staging, bundle, sample)
-        _move_into_place(staging, output)
+        with staged_folder(output, mode=0o755) as staging:
+            shutil.copyfile(model, staging / MODEL_FILE)
+            for name, text in texts.items():
+                (staging / name).write_text(text, encoding="utf-8")
+            rows_checked = _check_standalone(staging, bundle, sample)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         raise ServekitError(f"could not write the export folder {output}: {exc.strerror or exc}") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return rows_checked
-
-
-def _move_into_place(staging: Path, output: Path) -> None:
-    """Rename `staging` to `output`; an existing `output` is moved aside first and removed only
-    once the new folder is in place (put back if the rename fails)."""
-    if not output.exists():
-        staging.rename(output)
-        return
-    aside = output.with_name(f".{output.name}.replaced-{uuid.uuid4().hex[:8]}")
-    output.rename(aside)
-    try:
-        staging.rename(output)
-    except BaseException:
-        aside.rename(output)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _check_standalone(folder: Path, bundle: Bundle, sample: Sample | None) -> int:

@@ -118,15 +118,14 @@ class Signature:
         """Any accepted shape: one row (list or mapping) or many rows (list of lists/mappings)."""
         if type(payload) is list and payload and type(payload[0]) in _PLAIN_NUMBERS:
             # The common case, one JSON row of plain numbers, without the general checks.
-            if (
-                self.input_kind == "array"
-                and self.row_shape is None
-                and len(payload) == len(self.features)
-                and set(map(type, payload)) <= _PLAIN_NUMBER_TYPES
-            ):
-                row = np.array(payload, dtype=self.array_dtype).reshape(1, -1)
-                if self.allow_nan or np.isfinite(row).all():
-                    return row
+            if self.input_kind == "array" and self.row_shape is None and len(payload) == len(self.features):
+                types = set(map(type, payload))
+                if types <= _PLAIN_NUMBER_TYPES:
+                    row = np.array(payload, dtype=self.array_dtype).reshape(1, -1)
+                    if self.allow_nan or np.isfinite(row).all():
+                        return row
+                elif list not in types and dict not in types:
+                    self._raise_first_bad_in_row(0, payload)  # returns for numbers and allowed nulls
             return self.batch_from_rows([payload])
         if isinstance(payload, Mapping):
             return self.batch_from_records([payload])
@@ -276,19 +275,24 @@ class Signature:
         """Raise for the first value that is not a number (or a null the model accepts)."""
         self._check_row_widths(rows)
         for number, row in enumerate(rows):
-            for col, value in enumerate(_flatten(row)):
-                if value is None:
-                    if self.allow_nan:
-                        continue
-                    raise InvalidInput(
-                        f"row {number}, feature {self._name_at(col)!r}: "
-                        "missing value (null) is not accepted by this model"
-                    )
-                if not _is_number(value):
-                    raise InvalidInput(
-                        f"row {number}, feature {self._name_at(col)!r}: expected a number, got {_kind(value)}"
-                    )
+            self._raise_first_bad_in_row(number, _flatten(row))
         # Only numbers (and allowed nulls): the caller converts them, nulls to NaN.
+
+    def _raise_first_bad_in_row(self, number: int, values: Sequence[Any]) -> None:
+        """Raise for the first of a row's flat values that is not a number (or an allowed null)."""
+        for col, value in enumerate(values):
+            if type(value) in _PLAIN_NUMBER_TYPES:
+                continue
+            if value is None:
+                if self.allow_nan:
+                    continue
+                raise InvalidInput(
+                    f"row {number}, feature {self._name_at(col)!r}: missing value (null) is not accepted by this model"
+                )
+            if not _is_number(value):
+                raise InvalidInput(
+                    f"row {number}, feature {self._name_at(col)!r}: expected a number, got {_kind(value)}"
+                )
 
     def _raise_name_mismatch(self, number: int | None, given: Mapping[str, Any]) -> None:
         missing = [n for n in self._index if n not in given]

@@ -13,6 +13,7 @@ therefore hook in here as well as in middleware.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -159,6 +160,10 @@ class ServekitApp(FastAPI):
             (REQUEST_ID_HEADER, request_id.encode()),
         ]
         try:
+            if status != 200:
+                # Sent with the answers of the loop's next turn: under load, a burst of writes
+                # wakes the client side once instead of once per rejected request.
+                await asyncio.sleep(0)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": out})
         finally:

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from servekit.aio import cancel
+from servekit.memory import MemoryReleaser
 from servekit.monitoring.context import RequestContext
 from servekit.monitoring.metrics import Metrics, metrics, multiprocess_dir
 from servekit.monitoring.predlog_blocks import Segment, single
@@ -41,6 +42,7 @@ logger = logging.getLogger("servekit.monitor")
 DRAIN_INTERVAL_S = 0.05
 SLICE = 128
 MAX_EVENTS = 200_000
+BULK_BACKLOG_ROWS = 10_000
 
 _REQUEST, _PREDICTED, _CALLED, _BATCH = 0, 1, 2, 3
 _ROUTE = attrgetter("route")
@@ -89,6 +91,8 @@ class Monitor:
         self._written_seen = 0
         self.drift: Any | None = None
         self._runners: dict[int, Runner] = {}
+        self.memory = MemoryReleaser(self._bulk_backlog)
+        """Gives the allocator's free memory back to the OS after many-row traffic."""
 
     # -- the request path: O(1), no I/O -------------------------------------------------------
     def request_done(self, ctx: RequestContext, method: str, status: int, seconds: float) -> None:
@@ -183,6 +187,8 @@ class Monitor:
             try:
                 while self.drain(SLICE) == SLICE:
                     await asyncio.sleep(0)  # let requests through between slices
+                if self.memory.due():
+                    await asyncio.to_thread(self.memory.release)
             except Exception:  # monitoring must never take the server down
                 logger.exception("monitoring failed to record a batch of events")
 
@@ -250,8 +256,14 @@ class Monitor:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def _bulk_backlog(self) -> bool:
+        """Many input rows still wait for the prediction log (their memory is freed later)."""
+        log = self.prediction_log
+        return log is not None and log.rows_waiting > BULK_BACKLOG_ROWS
+
     def _record_request(self, event: tuple[Any, ...], tally: Tally, lines: list[bytes]) -> None:
         _, ctx, method, status, seconds, at = event
+        self.memory.rows += ctx.rows
         m = self.metrics
         if m is not None:
             route = ctx.route

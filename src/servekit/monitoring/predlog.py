@@ -152,6 +152,11 @@ class PredictionLog:
         return self._queued + self._in_flight
 
     @property
+    def rows_waiting(self) -> int:
+        """Input rows of the records waiting or being written."""
+        return self._rows_waiting
+
+    @property
     def sampled_out(self) -> int:
         """Records skipped on purpose by `sample_rate` (not lost)."""
         return self._sampled_out

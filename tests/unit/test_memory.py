@@ -1,0 +1,68 @@
+"""Freed memory goes back to the operating system after bulk work."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+
+import pytest
+
+from servekit.memory import CHECK_EVERY_S, MemoryReleaser, release_free_memory
+from servekit.monitoring.context import RequestContext
+from servekit.monitoring.monitor import Monitor
+from servekit.settings import Settings
+
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def resident_mb() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
+def test_freed_heap_memory_is_returned_to_the_os() -> None:
+    blocks = [bytes(64 * 1024) for _ in range(1600)]  # ~100 MB of heap chunks under the mmap threshold
+    last = blocks[-1]  # the top chunk stays in use: the heap cannot simply shrink from its end
+    grown = resident_mb()
+    del blocks
+    assert resident_mb() > grown - 20  # freed, but glibc keeps the pages
+    assert release_free_memory() is True
+    assert resident_mb() < grown - 60
+    assert len(last) == 64 * 1024
+
+
+def test_a_release_is_due_after_enough_rows_once_the_backlog_is_gone() -> None:
+    backlog = [True]
+    releaser = MemoryReleaser(lambda: backlog[0], after_rows=1000)
+    releaser.rows = 999
+    assert not releaser.due(now=100.0)
+    releaser.rows = 1000
+    assert not releaser.due(now=100.5)  # checked at most every CHECK_EVERY_S
+    assert not releaser.due(now=100.0 + CHECK_EVERY_S)  # rows enough, but the backlog still holds memory
+    backlog[0] = False
+    assert releaser.due(now=100.0 + 2 * CHECK_EVERY_S)
+    assert releaser.rows == 0  # counting starts again
+    assert not releaser.due(now=100.0 + 3 * CHECK_EVERY_S)
+
+
+@pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
+def test_the_monitor_releases_memory_after_many_row_requests() -> None:
+    async def main() -> Monitor:
+        monitor = Monitor(Settings(access_log=False, metrics=False))
+        await monitor.start()
+        for i in range(60):
+            ctx = RequestContext(f"r{i}", "/v1/models/{name}/predict")
+            ctx.rows = 1000
+            monitor.request_done(ctx, "POST", 200, 0.01)
+        for _ in range(int(3 * CHECK_EVERY_S / 0.05)):
+            await asyncio.sleep(0.05)
+            if monitor.memory.releases:
+                break
+        await monitor.stop()
+        return monitor
+
+    monitor = asyncio.run(main())
+    assert monitor.memory.releases == 1
+    assert monitor.memory.rows == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,10 @@ class Prediction:
     outputs: np.ndarray
     probabilities: np.ndarray | None = None
     classes: Sequence[Any] | None = None
+    _part_of: tuple[Prediction, int, int] | None = field(default=None, repr=False, compare=False)
+    """(whole, start, stop) for the part of a micro-batch `take` gave: its records come from
+    the whole's, converted once for every request of the batch."""
+    _records: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.outputs.shape[0])
@@ -31,7 +35,7 @@ class Prediction:
     def take(self, start: int, stop: int) -> Prediction:
         """Rows `start:stop`, used to split a micro-batch back into its requests."""
         probabilities = None if self.probabilities is None else self.probabilities[start:stop]
-        return Prediction(self.outputs[start:stop], probabilities, self.classes)
+        return Prediction(self.outputs[start:stop], probabilities, self.classes, (self, start, stop))
 
     @staticmethod
     def concat(parts: Sequence[Prediction]) -> Prediction:
@@ -49,6 +53,11 @@ class Prediction:
     def to_records(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per row: `prediction`, and for classifiers `probabilities` and
         `confidence` (the highest probability)."""
+        if self._part_of is not None:
+            whole, start, stop = self._part_of
+            if whole._records is None:
+                whole._records = whole.to_records()
+            return whole._records[start:stop]
         labels = _to_python(self.outputs)
         if self.probabilities is None or self.classes is None:
             return [{"prediction": label} for label in labels]

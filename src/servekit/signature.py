@@ -121,8 +121,13 @@ class Signature:
             if self.input_kind == "array" and self.row_shape is None and len(payload) == len(self.features):
                 types = set(map(type, payload))
                 if types <= _PLAIN_NUMBER_TYPES:
-                    row = np.array(payload, dtype=self.array_dtype).reshape(1, -1)
-                    if self.allow_nan or np.isfinite(row).all():
+                    row = np.array([payload], dtype=self.array_dtype)
+                    # A float64 sum of finite numbers is finite unless it overflows: then numpy decides.
+                    if (
+                        self.allow_nan
+                        or (self.array_dtype == "float64" and math.isfinite(sum(payload)))
+                        or np.isfinite(row).all()
+                    ):
                         return row
                 elif list not in types and dict not in types:
                     self._raise_first_bad_in_row(0, payload)  # returns for numbers and allowed nulls

@@ -121,3 +121,23 @@ def test_take_and_concat_for_regressors() -> None:
     assert joined.probabilities is None
     assert joined.outputs.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert len(prediction.take(2, 2)) == 0
+
+
+def test_parts_of_a_micro_batch_convert_the_whole_once() -> None:
+    whole = Prediction(
+        np.array([0, 1, 2, 1]),
+        np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]]),
+        ["setosa", "versicolor", "virginica"],
+    )
+    parts = [whole.take(0, 1), whole.take(1, 3), whole.take(3, 4)]
+    for part in parts:  # each the same as its own rows converted alone
+        alone = Prediction(part.outputs.copy(), part.probabilities.copy(), part.classes)  # type: ignore[union-attr]
+        assert part.to_records() == alone.to_records()
+    assert whole._records is not None  # converted once, for every part
+    assert [r["prediction"] for p in parts for r in p.to_records()] == [0, 1, 2, 1]
+    assert parts[1].to_records() is not parts[1].to_records()  # each call its own list
+
+
+def test_parts_of_a_regression_batch_keep_non_finite_as_none() -> None:
+    whole = Prediction(np.array([1.5, np.nan, 2.5]))
+    assert whole.take(1, 3).to_records() == [{"prediction": None}, {"prediction": 2.5}]

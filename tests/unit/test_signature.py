@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -354,3 +355,12 @@ def test_one_row_of_plain_numbers_takes_the_short_way_with_the_same_checks() -> 
     lenient = Signature.positional(3, allow_nan=True, array_dtype="float32")
     kept = lenient.batch([1.0, math.nan, 3.0])
     assert kept.dtype == np.float32 and math.isnan(kept[0, 1])
+
+
+def test_a_single_row_is_checked_for_non_finite_values_whatever_its_sum() -> None:
+    assert Signature.positional(2).batch([1e308, 1e308]).tolist() == [[1e308, 1e308]]  # the sum overflows
+    with pytest.raises(InvalidInput, match="NaN and Infinity"):
+        Signature.positional(2).batch([1.0, math.inf])
+    with warnings.catch_warnings(), pytest.raises(InvalidInput, match="NaN and Infinity"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "overflow encountered in cast"
+        Signature.positional(2, array_dtype="float32").batch([1.0, 1e39])  # finite as float64, not float32

@@ -42,6 +42,7 @@ __all__ = ["Runner"]
 logger = logging.getLogger("servekit.runner")
 
 _SMOOTHING = 0.1
+_CLIP = 4.0
 
 
 @dataclass(slots=True)
@@ -70,6 +71,7 @@ class Runner:
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it started on
         self.cache = PredictionCache(self.settings.cache_size) if self.settings.cache_size else None
         self._predict_seconds = float("inf")  # unknown until measured: the first calls use the thread
+        self._clip_seconds = _CLIP * self.settings.inline_below_ms / 1000
         self.circuit = CircuitBreaker(
             predictor.name, failures=self.settings.circuit_failures, reset_after_s=self.settings.circuit_reset_s
         )
@@ -231,10 +233,14 @@ class Runner:
             return self.predictor.predict_batch(batch)
         finally:
             elapsed = time.perf_counter() - started
+            # One slow call (a preempted thread, a collection) must not send a fast model to
+            # the thread for the next dozens of calls: each call weighs at most `_CLIP` times
+            # the threshold. A model that is slow every time still ends up well above it.
+            measured = min(elapsed, self._clip_seconds)
             if self._predict_seconds == float("inf"):
-                self._predict_seconds = elapsed
+                self._predict_seconds = measured
             else:
-                self._predict_seconds += _SMOOTHING * (elapsed - self._predict_seconds)
+                self._predict_seconds += _SMOOTHING * (measured - self._predict_seconds)
             if self.on_call is not None:
                 self.on_call(len(batch), elapsed)
 

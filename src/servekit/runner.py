@@ -71,7 +71,8 @@ class Runner:
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it started on
         self.cache = PredictionCache(self.settings.cache_size) if self.settings.cache_size else None
         self._predict_seconds = float("inf")  # unknown until measured: the first calls use the thread
-        self._clip_seconds = _CLIP * self.settings.inline_below_ms / 1000
+        self._inline_below_s = self.settings.inline_below_ms / 1000
+        self._clip_seconds = _CLIP * self._inline_below_s
         self.circuit = CircuitBreaker(
             predictor.name, failures=self.settings.circuit_failures, reset_after_s=self.settings.circuit_reset_s
         )
@@ -224,7 +225,7 @@ class Runner:
         """A model whose calls take less than `inline_below_ms` runs on the event loop: a thread
         hand-off would cost more than the prediction. Requests with more rows than a batch holds
         go to the thread, so one big request never stalls the others."""
-        return rows <= self.settings.max_batch_size and self._predict_seconds < self.settings.inline_below_ms / 1000
+        return self._predict_seconds < self._inline_below_s and rows <= self.settings.max_batch_size
 
     def _predict(self, batch: Batch) -> Prediction:
         """Predict, keeping a moving average of how long one call takes."""

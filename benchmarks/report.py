@@ -248,6 +248,11 @@ def targets(results: Results, models: list[str], conns: list[int]) -> list[tuple
         good = status.get("s5xx", 0) == 0 and status.get("s2xx", 0) == 0 and invalid.load.sockerr == 0
         measured = f"4xx={status.get('s4xx', 0)} 5xx={status.get('s5xx', 0)} sock={invalid.load.sockerr}"
         out.append(("invalid bodies @64: all 4xx", "no 5xx/2xx", measured, _ok(good)))
+        valid = results.find("servekit", native, invalid.model, invalid.conns)
+        if valid and valid.load:
+            ratio = invalid.load.rps / valid.load.rps
+            label = f"invalid vs valid bodies RPS, {invalid.model} @{invalid.conns}"
+            out.append((label, "≥ 1.0x", f"{ratio:.2f}x", _ok(ratio >= 1)))
     for model in models:
         cold = results.scalar("cold start (serve → ready)", model)
         if cold and cold.value is not None:

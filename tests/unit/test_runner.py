@@ -270,8 +270,11 @@ def test_without_batching_runtime_errors_are_raised(predictor: Predictor) -> Non
     run(RunnerSettings(batching=False), predictor, scenario)
 
 
-def on_the_loop(predictor: Predictor, settings: RunnerSettings, sizes: list[int]) -> list[tuple[int, bool]]:
-    """Run one request per size in turn: (rows, predicted on the event loop's thread) per call."""
+def on_the_loop(
+    predictor: Predictor, settings: RunnerSettings, sizes: list[int], delays: list[float] | None = None
+) -> list[tuple[int, bool]]:
+    """Run one request per size in turn: (rows, predicted on the event loop's thread) per call;
+    call k first sleeps `delays[k]` seconds when given."""
     import threading
 
     calls: list[tuple[int, bool]] = []
@@ -279,6 +282,8 @@ def on_the_loop(predictor: Predictor, settings: RunnerSettings, sizes: list[int]
 
     def recording(batch):
         calls.append((len(batch), threading.current_thread() is threading.main_thread()))
+        if delays:
+            time.sleep(delays[len(calls) - 1])
         return original(batch)
 
     predictor.predict_batch = recording  # type: ignore[method-assign]
@@ -303,39 +308,15 @@ def test_inline_is_off_when_disabled(predictor: Predictor) -> None:
     assert calls == [(1, False)] * 3
 
 
-def threads_of_calls(predictor: Predictor, settings: RunnerSettings, delays: list[float]) -> list[bool]:
-    """One single-row request after the other, call k sleeping `delays[k]` seconds: whether
-    each call ran on the event loop's thread."""
-    import threading
-
-    on_loop: list[bool] = []
-    original = predictor.predict_batch
-
-    def predict(batch: Any) -> Prediction:
-        on_loop.append(threading.current_thread() is threading.main_thread())
-        time.sleep(delays[len(on_loop) - 1])
-        return original(batch)
-
-    predictor.predict_batch = predict  # type: ignore[method-assign]
-    batches = distinct_batches(predictor, [1] * len(delays))
-
-    async def scenario(runner: Runner) -> None:
-        for batch in batches:
-            await runner.infer(batch)
-
-    run(settings, predictor, scenario)
-    return on_loop
-
-
 def test_one_stalled_call_does_not_send_a_fast_model_to_the_thread(predictor: Predictor) -> None:
-    # A 60 ms stall counts as at most 4 x 5 ms: the average stays under the threshold.
-    delays = [0.0, 0.0, 0.06, 0.0, 0.0, 0.0]
-    assert threads_of_calls(predictor, RunnerSettings(inline_below_ms=5), delays) == [False] + [True] * 5
+    # A 150 ms stall counts as at most 4 x 10 ms: the average stays under the threshold.
+    calls = on_the_loop(predictor, RunnerSettings(inline_below_ms=10), [1] * 6, [0.0, 0.0, 0.15, 0.0, 0.0, 0.0])
+    assert [on_loop for _, on_loop in calls] == [False] + [True] * 5
 
 
 def test_a_model_slow_on_every_call_stays_off_the_event_loop(predictor: Predictor) -> None:
-    delays = [0.03] * 5
-    assert threads_of_calls(predictor, RunnerSettings(inline_below_ms=5), delays) == [False] * 5
+    calls = on_the_loop(predictor, RunnerSettings(inline_below_ms=5), [1] * 5, [0.03] * 5)
+    assert [on_loop for _, on_loop in calls] == [False] * 5
 
 
 def test_a_request_bigger_than_a_batch_never_runs_on_the_event_loop(predictor: Predictor) -> None:

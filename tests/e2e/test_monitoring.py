@@ -30,6 +30,7 @@ def test_two_workers_report_the_total_of_both(tmp_path) -> None:
         for _ in range(60):  # a new connection each time: the workers share them out
             with server.client() as client:
                 assert client.post("/v1/models/iris/predict", json={"features": ROW}).status_code == 200
+        time.sleep(0.2)  # the worker that does not answer the scrape records within its drain interval (50 ms)
         with server.client() as client:
             scrapes = [client.get("/metrics").text for _ in range(8)]
         assert server.terminate() == 0

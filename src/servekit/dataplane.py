@@ -172,29 +172,48 @@ class DataPlane:
     async def infer(self, name: str, version: str | int | None, payload: Any) -> tuple[Predictor, Prediction]:
         """Validate `payload` against the model's signature and predict."""
         runner = self.runner(name, version)
-        batch = runner.predictor.batch(payload)
-        return runner.predictor, await self.infer_batch(runner, batch)
+        predictor = runner.predictor
+        batch = predictor.batch(payload)
+        # `infer_batch`'s steps, inline: one coroutine less on the way of every request.
+        ctx, grouped, started = self._before(runner, batch)
+        prediction = await runner.infer(batch)
+        self._after(runner, batch, prediction, ctx, grouped, started)
+        return predictor, prediction
 
     async def infer_batch(self, runner: Runner, batch: Any) -> Prediction:
+        """Predict on a validated batch."""
+        ctx, grouped, started = self._before(runner, batch)
+        prediction = await runner.infer(batch)
+        self._after(runner, batch, prediction, ctx, grouped, started)
+        return prediction
+
+    def _before(self, runner: Runner, batch: Any) -> tuple[Any, int, float]:
+        """Check the row limit; (the request's monitoring context, its count of micro-batch
+        reports so far, the start time)."""
         rows = len(batch)
         if rows > self.settings.max_rows:
             raise PayloadTooLarge(
                 f"the request has {rows} rows; this server accepts at most {self.settings.max_rows}",
                 hint="Split it into smaller requests or use `servekit score` for files",
             )
+        if self.monitor is None:
+            return None, 0, 0.0
+        ctx = CURRENT.get()
+        return ctx, (ctx.grouped if ctx is not None else 0), time.perf_counter()
+
+    def _after(
+        self, runner: Runner, batch: Any, prediction: Prediction, ctx: Any, grouped: int, started: float
+    ) -> None:
+        """Count the rows in the request's context and tell the monitor, unless the runner
+        already reported the request with its micro-batch."""
         monitor = self.monitor
         if monitor is None:
-            return await runner.infer(batch)
-        ctx = CURRENT.get()
-        grouped = ctx.grouped if ctx is not None else 0
-        started = time.perf_counter()
-        prediction = await runner.infer(batch)
+            return
         if ctx is not None:
-            ctx.rows += rows
-            if ctx.grouped != grouped:  # the runner reported it with its micro-batch
-                return prediction
+            ctx.rows += len(batch)
+            if ctx.grouped != grouped:
+                return
         monitor.predicted(runner, batch, prediction, time.perf_counter() - started, ctx)
-        return prediction
 
     # -- loading ------------------------------------------------------------------------------
     async def _load_all(self) -> None:

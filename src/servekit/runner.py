@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +53,9 @@ class _Job:
     enqueued: float = field(default_factory=time.perf_counter)
     ctx: Any = None
     """The request's monitoring context (`servekit.monitoring.context`), when it has one."""
+    counted: bool = False
+    """Its failure or success goes into the circuit when the batch is settled (the request
+    awaits the future directly, with no coroutine of the runner's around it to count it)."""
 
 
 class Runner:
@@ -110,17 +113,25 @@ class Runner:
         await asyncio.to_thread(self._executor.shutdown, True)  # never stall the event loop
         self.predictor.close()
 
-    async def infer(self, batch: Batch) -> Prediction:
+    def infer(self, batch: Batch) -> Awaitable[Prediction]:
         """Predict on a validated batch, within the configured timeout (or from the cache), unless
-        the circuit is open."""
+        the circuit is open. Returns what to await: for the usual request (circuit closed, no
+        cache, a fast model, room in the loop batch) its micro-batch's future itself, whose
+        failures the batch counts in the circuit; else a coroutine."""
+        if (
+            not self.circuit.state
+            and self.cache is None
+            and self._queue is not None
+            and len(self._pending) < self.settings.max_queue
+            and self._fast(rows := len(batch))
+        ):
+            return self._join_loop_batch(batch, rows, counted=True)
+        return self._guarded_infer(batch)
+
+    async def _guarded_infer(self, batch: Batch) -> Prediction:
         if not self.circuit.state:
             try:
-                if self.cache is not None:
-                    found = await self._cached_infer(batch)
-                elif self._queue is not None and self._fast(rows := len(batch)):  # the usual case, inlined
-                    found = await self._join_loop_batch(batch, rows)
-                else:
-                    found = await self._infer(batch)
+                found = await (self._infer(batch) if self.cache is None else self._cached_infer(batch))
             except (PredictionFailed, PredictionTimeout):
                 self.circuit.failure()
                 raise
@@ -179,7 +190,7 @@ class Runner:
         finally:
             self.in_flight -= 1
 
-    def _join_loop_batch(self, batch: Batch, rows: int) -> asyncio.Future[Prediction]:
+    def _join_loop_batch(self, batch: Batch, rows: int, *, counted: bool = False) -> asyncio.Future[Prediction]:
         """Fast models: requests that arrive in the same turn of the event loop are stacked and
         predicted at the start of the next turn, on the loop itself (no thread, no timer: the
         answer comes within one turn). Returns the future to await (a plain function: one
@@ -191,7 +202,8 @@ class Runner:
             )
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
-        self._pending.append(_Job(batch, rows, future, ctx=CURRENT.get() if self.on_batch is not None else None))
+        job = _Job(batch, rows, future, ctx=CURRENT.get() if self.on_batch is not None else None, counted=counted)
+        self._pending.append(job)
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
         return future
@@ -208,7 +220,7 @@ class Runner:
                 chunk.append(pending[start])
                 start += 1
             self._last_batch_jobs = len(chunk)
-            _settle(chunk, self._predict, self._report if self.on_batch is not None else None)
+            _settle(chunk, self._predict, self._report if self.on_batch is not None else None, self.circuit)
 
     def _report(self, stacked: Batch, whole: Prediction, jobs: list[_Job]) -> None:
         """Hand a micro-batch answered on the loop to `on_batch`, when every request in it has a
@@ -307,8 +319,10 @@ def _settle(
     jobs: list[_Job],
     predict: Callable[[Batch], Prediction],
     report: Callable[[Batch, Prediction, list[_Job]], None] | None = None,
+    circuit: CircuitBreaker | None = None,
 ) -> None:
-    """Predict the jobs as one batch, now, and answer each its own rows; then `report` the batch."""
+    """Predict the jobs as one batch, now, and answer each its own rows; then `report` the batch.
+    The outcome of `counted` jobs goes into `circuit`, as `Runner.infer` would count it."""
     live = [j for j in jobs if not j.future.done()]  # callers that gave up are skipped
     if not live:
         return
@@ -320,12 +334,18 @@ def _settle(
             _fail(live, exc)
             return
         for job in live:  # one request's rows spoiled the batch: answer each request alone
-            _settle([job], predict, report)
+            _settle([job], predict, report, circuit)
         return
     except Exception as exc:
         _fail(live, exc)
+        if circuit is not None and isinstance(exc, PredictionFailed | PredictionTimeout):
+            for job in live:
+                if job.counted:
+                    circuit.failure()
         return
     _deliver(live, whole)
+    if circuit is not None and circuit.failures and any(job.counted for job in live):
+        circuit.success()
     if report is not None:
         report(stacked, whole, live)
 

@@ -92,3 +92,27 @@ def test_runner_opens_the_circuit_then_closes_it_after_a_good_probe(predictor: P
             await runner.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_failed_micro_batch_counts_each_of_its_requests_and_a_good_one_resets(predictor: Predictor) -> None:
+    settings = RunnerSettings(circuit_failures=3, circuit_reset_s=60, inline_below_ms=1000)
+    good = predictor.batch([[0.01, 0.02, 0.03]])
+    bad = predictor.batch([[POISON, 0.0, 0.0]])
+
+    async def scenario() -> None:
+        runner = Runner(predictor, settings)
+        await runner.start()
+        try:
+            await runner.infer(good)  # measured fast: the next requests share loop batches
+            outcomes = await asyncio.gather(runner.infer(bad), runner.infer(good), return_exceptions=True)
+            assert all(isinstance(o, PredictionFailed) for o in outcomes)  # one call for both
+            assert runner.circuit.failures == 2 and runner.circuit.state == CLOSED
+            assert len(await runner.infer(good)) == 1
+            assert runner.circuit.failures == 0
+            outcomes = await asyncio.gather(*(runner.infer(bad) for _ in range(3)), return_exceptions=True)
+            assert all(isinstance(o, PredictionFailed) for o in outcomes)
+            assert runner.circuit.state == OPEN
+        finally:
+            await runner.stop()
+
+    asyncio.run(scenario())

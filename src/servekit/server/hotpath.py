@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from starlette.routing import compile_path
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from servekit.errors import Overloaded, ServekitError
 from servekit.monitoring.context import CURRENT, RequestContext
@@ -136,7 +136,14 @@ class ServekitApp(FastAPI):
                     check_json_content_type(content_type)
                 if encoding is not None:
                     check_identity_encoding(encoding)
-                body = parse_json(await _read_body(receive, limit))
+                message = await receive()
+                if message["type"] == "http.request" and not message.get("more_body", False):
+                    raw = message.get("body", b"")  # the usual case: the whole body in one message
+                    if len(raw) > limit:
+                        raise over_limit(limit)
+                else:
+                    raw = await _read_body(receive, limit, message)
+                body = parse_json(raw)
                 payload = await route.answer(plane, body, request_id, **params)
                 status, media, out = 200, _JSON, orjson.dumps(payload, option=JSON_OPTIONS)
         except _Disconnected:
@@ -171,8 +178,10 @@ class ServekitApp(FastAPI):
             monitor.request_done(ctx, "POST", status, time.perf_counter() - started)
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    message = await receive()
+async def _read_body(receive: Receive, limit: int, message: Message | None = None) -> bytes:
+    """The whole body, from `message` (the first one, when already received) on."""
+    if message is None:
+        message = await receive()
     if message["type"] == "http.disconnect":
         raise _Disconnected
     body = message.get("body", b"")

@@ -56,6 +56,10 @@ def test_the_monitor_releases_memory_after_many_row_requests() -> None:
             ctx = RequestContext(f"r{i}", "/v1/models/{name}/predict")
             ctx.rows = 1000
             monitor.request_done(ctx, "POST", 200, 0.01)
+        for i in range(5000):  # single rows: no big holes in the heap, they do not count
+            ctx = RequestContext(f"s{i}", "/v1/models/{name}/predict")
+            ctx.rows = 1
+            monitor.request_done(ctx, "POST", 200, 0.001)
         for _ in range(int(3 * CHECK_EVERY_S / 0.05)):
             await asyncio.sleep(0.05)
             if monitor.memory.releases:
@@ -65,4 +69,22 @@ def test_the_monitor_releases_memory_after_many_row_requests() -> None:
 
     monitor = asyncio.run(main())
     assert monitor.memory.releases == 1
+    assert monitor.memory.rows == 0  # the single rows were never counted
+
+
+@pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
+def test_single_row_traffic_never_triggers_a_release() -> None:
+    async def main() -> Monitor:
+        monitor = Monitor(Settings(access_log=False, metrics=False))
+        await monitor.start()
+        for i in range(60_000):
+            ctx = RequestContext(f"s{i}", "/v1/models/{name}/predict")
+            ctx.rows = 1
+            monitor.request_done(ctx, "POST", 200, 0.001)
+        await asyncio.sleep(1.5 * CHECK_EVERY_S)
+        await monitor.stop()
+        return monitor
+
+    monitor = asyncio.run(main())
+    assert monitor.memory.releases == 0
     assert monitor.memory.rows == 0

@@ -43,6 +43,8 @@ DRAIN_INTERVAL_S = 0.05
 SLICE = 128
 MAX_EVENTS = 200_000
 BULK_BACKLOG_ROWS = 10_000
+BULK_REQUEST_ROWS = 100
+"""Requests of at least this many rows count towards returning freed memory to the OS."""
 
 _REQUEST, _PREDICTED, _CALLED, _BATCH = 0, 1, 2, 3
 _ROUTE = attrgetter("route")
@@ -263,7 +265,8 @@ class Monitor:
 
     def _record_request(self, event: tuple[Any, ...], tally: Tally, lines: list[bytes]) -> None:
         _, ctx, method, status, seconds, at = event
-        self.memory.rows += ctx.rows
+        if ctx.rows >= BULK_REQUEST_ROWS:  # small requests do not leave big holes in the heap
+            self.memory.rows += ctx.rows
         m = self.metrics
         if m is not None:
             route = ctx.route

@@ -37,6 +37,13 @@ class Prediction:
         probabilities = None if self.probabilities is None else self.probabilities[start:stop]
         return Prediction(self.outputs[start:stop], probabilities, self.classes, (self, start, stop))
 
+    def detached(self) -> Prediction:
+        """The same outputs without the records cached for the response or the link to a whole
+        micro-batch (what the monitor keeps while its records wait to be written)."""
+        if self._part_of is None and self._records is None:
+            return self
+        return Prediction(self.outputs, self.probabilities, self.classes)
+
     @staticmethod
     def concat(parts: Sequence[Prediction]) -> Prediction:
         """Join predictions made by the same model, in order."""

@@ -3,6 +3,7 @@ is locked by another process, the prediction log's disk is full. Predictions kee
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -47,14 +48,24 @@ def test_a_killed_worker_is_replaced_and_the_server_is_ready_again(tmp_path: Pat
         deadline = time.monotonic() + 60
         while True:  # the supervisor starts a new worker, which loads the model and gets ready
             now = _workers(server.process.pid)
-            if len(now) == 2 and victim not in now and _ready_everywhere(server):
+            # Fresh connections may all land on the old worker: the new one must also say it loaded
+            # (the log's third "ready" line: one per worker at start, one from the replacement).
+            replaced = len(now) == 2 and victim not in now and _models_ready(server) >= 3
+            if replaced and _ready_everywhere(server):
                 break
             assert time.monotonic() < deadline, (now, server.log()[-3000:])
             time.sleep(0.2)
         for _ in range(10):
             with server.client() as client:
-                assert client.post("/v1/models/iris/predict", json=ROW).status_code == 200
+                answer = client.post("/v1/models/iris/predict", json=ROW)
+                assert answer.status_code == 200, answer.text
         assert server.terminate() == 0
+
+
+def _models_ready(server: ServerProcess) -> int:
+    """How many times the server log says a worker loaded its model and is ready."""
+    lines = (json.loads(line) for line in server.log().splitlines() if line.startswith("{"))
+    return sum(1 for record in lines if " ready (" in record.get("message", ""))
 
 
 HOLD_LOCK = """

@@ -141,3 +141,15 @@ def test_parts_of_a_micro_batch_convert_the_whole_once() -> None:
 def test_parts_of_a_regression_batch_keep_non_finite_as_none() -> None:
     whole = Prediction(np.array([1.5, np.nan, 2.5]))
     assert whole.take(1, 3).to_records() == [{"prediction": None}, {"prediction": 2.5}]
+
+
+def test_detached_keeps_the_outputs_and_drops_the_cached_records() -> None:
+    whole = Prediction(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), ["a", "b"])
+    assert whole.detached() is whole  # nothing to drop
+    part = whole.take(1, 2)
+    part.to_records()
+    assert whole._records is not None
+    for kept in (part.detached(), whole.detached()):
+        assert kept._part_of is None and kept._records is None
+    assert part.detached().outputs.tolist() == [1]
+    assert whole.detached().to_records() == whole.to_records()

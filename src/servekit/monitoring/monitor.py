@@ -311,7 +311,15 @@ class Monitor:
             names = self._names(runner)
             logged.append(
                 single(
-                    at, predictor.name, predictor.version, route, request_id, seconds * 1000, names, batch, prediction
+                    at,
+                    predictor.name,
+                    predictor.version,
+                    route,
+                    request_id,
+                    seconds * 1000,
+                    names,
+                    batch,
+                    prediction.detached(),
                 )
             )
         if self.drift is not None and predictor.manifest.profile:
@@ -334,7 +342,7 @@ class Monitor:
                     tuple(seconds * 1000 for seconds in waited),
                     self._names(runner),
                     stacked,
-                    whole,
+                    whole.detached(),
                     rows,
                     rows,
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import joblib
@@ -71,27 +72,36 @@ def test_runner_opens_the_circuit_then_closes_it_after_a_good_probe(predictor: P
     good = predictor.batch([[0.01, 0.02, 0.03]])
     bad = predictor.batch([[POISON, 0.0, 0.0]])
 
-    async def scenario() -> None:
+    async def scenario(runner: Runner) -> None:
+        await runner.infer(good)  # measured: decides inline vs thread
+        for _ in range(3):
+            with pytest.raises(PredictionFailed):
+                await runner.infer(bad)
+        assert runner.circuit.state == OPEN
+        started = time.perf_counter()
+        with pytest.raises(CircuitOpen):
+            await runner.infer(good)  # refused without touching the model
+        assert time.perf_counter() - started < 0.05
+        await asyncio.sleep(0.25)
+        assert len(await runner.infer(good)) == 1  # the probe succeeds
+        assert runner.circuit.state == CLOSED
+        assert len(await runner.infer(good)) == 1
+
+    with_runner(predictor, settings, scenario)
+
+
+def with_runner(predictor: Predictor, settings: RunnerSettings, scenario: Callable[[Runner], Awaitable[None]]) -> None:
+    """Start a runner, play `scenario(runner)`, always stop the runner."""
+
+    async def main() -> None:
         runner = Runner(predictor, settings)
         await runner.start()
         try:
-            await runner.infer(good)  # measured: decides inline vs thread
-            for _ in range(3):
-                with pytest.raises(PredictionFailed):
-                    await runner.infer(bad)
-            assert runner.circuit.state == OPEN
-            started = time.perf_counter()
-            with pytest.raises(CircuitOpen):
-                await runner.infer(good)  # refused without touching the model
-            assert time.perf_counter() - started < 0.05
-            await asyncio.sleep(0.25)
-            assert len(await runner.infer(good)) == 1  # the probe succeeds
-            assert runner.circuit.state == CLOSED
-            assert len(await runner.infer(good)) == 1
+            await scenario(runner)
         finally:
             await runner.stop()
 
-    asyncio.run(scenario())
+    asyncio.run(main())
 
 
 def test_a_failed_micro_batch_counts_each_of_its_requests_and_a_good_one_resets(predictor: Predictor) -> None:
@@ -99,20 +109,15 @@ def test_a_failed_micro_batch_counts_each_of_its_requests_and_a_good_one_resets(
     good = predictor.batch([[0.01, 0.02, 0.03]])
     bad = predictor.batch([[POISON, 0.0, 0.0]])
 
-    async def scenario() -> None:
-        runner = Runner(predictor, settings)
-        await runner.start()
-        try:
-            await runner.infer(good)  # measured fast: the next requests share loop batches
-            outcomes = await asyncio.gather(runner.infer(bad), runner.infer(good), return_exceptions=True)
-            assert all(isinstance(o, PredictionFailed) for o in outcomes)  # one call for both
-            assert runner.circuit.failures == 2 and runner.circuit.state == CLOSED
-            assert len(await runner.infer(good)) == 1
-            assert runner.circuit.failures == 0
-            outcomes = await asyncio.gather(*(runner.infer(bad) for _ in range(3)), return_exceptions=True)
-            assert all(isinstance(o, PredictionFailed) for o in outcomes)
-            assert runner.circuit.state == OPEN
-        finally:
-            await runner.stop()
+    async def scenario(runner: Runner) -> None:
+        await runner.infer(good)  # measured fast: the next requests share loop batches
+        outcomes = await asyncio.gather(runner.infer(bad), runner.infer(good), return_exceptions=True)
+        assert all(isinstance(o, PredictionFailed) for o in outcomes)  # one call for both
+        assert runner.circuit.failures == 2 and runner.circuit.state == CLOSED
+        assert len(await runner.infer(good)) == 1
+        assert runner.circuit.failures == 0
+        outcomes = await asyncio.gather(*(runner.infer(bad) for _ in range(3)), return_exceptions=True)
+        assert all(isinstance(o, PredictionFailed) for o in outcomes)
+        assert runner.circuit.state == OPEN
 
-    asyncio.run(scenario())
+    with_runner(predictor, settings, scenario)

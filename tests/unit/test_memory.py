@@ -47,19 +47,21 @@ def test_a_release_is_due_after_enough_rows_once_the_backlog_is_gone() -> None:
     assert not releaser.due(now=100.0 + 3 * CHECK_EVERY_S)
 
 
+def answered(monitor: Monitor, requests: int, *, rows: int) -> None:
+    """Tell the monitor that `requests` requests of `rows` rows each were answered."""
+    for i in range(requests):
+        ctx = RequestContext(f"r{i}", "/v1/models/{name}/predict")
+        ctx.rows = rows
+        monitor.request_done(ctx, "POST", 200, 0.001)
+
+
 @pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
 def test_the_monitor_releases_memory_after_many_row_requests() -> None:
     async def main() -> Monitor:
         monitor = Monitor(Settings(access_log=False, metrics=False))
         await monitor.start()
-        for i in range(60):
-            ctx = RequestContext(f"r{i}", "/v1/models/{name}/predict")
-            ctx.rows = 1000
-            monitor.request_done(ctx, "POST", 200, 0.01)
-        for i in range(5000):  # single rows: no big holes in the heap, they do not count
-            ctx = RequestContext(f"s{i}", "/v1/models/{name}/predict")
-            ctx.rows = 1
-            monitor.request_done(ctx, "POST", 200, 0.001)
+        answered(monitor, 60, rows=1000)
+        answered(monitor, 5000, rows=1)  # single rows leave no big holes in the heap: not counted
         for _ in range(int(3 * CHECK_EVERY_S / 0.05)):
             await asyncio.sleep(0.05)
             if monitor.memory.releases:
@@ -77,10 +79,7 @@ def test_single_row_traffic_never_triggers_a_release() -> None:
     async def main() -> Monitor:
         monitor = Monitor(Settings(access_log=False, metrics=False))
         await monitor.start()
-        for i in range(60_000):
-            ctx = RequestContext(f"s{i}", "/v1/models/{name}/predict")
-            ctx.rows = 1
-            monitor.request_done(ctx, "POST", 200, 0.001)
+        answered(monitor, 60_000, rows=1)
         await asyncio.sleep(1.5 * CHECK_EVERY_S)
         await monitor.stop()
         return monitor

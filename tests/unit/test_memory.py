@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import time
 
 import pytest
 
@@ -47,43 +48,36 @@ def test_a_release_is_due_after_enough_rows_once_the_backlog_is_gone() -> None:
     assert not releaser.due(now=100.0 + 3 * CHECK_EVERY_S)
 
 
-def answered(monitor: Monitor, requests: int, *, rows: int) -> None:
-    """Tell the monitor that `requests` requests of `rows` rows each were answered."""
-    for i in range(requests):
-        ctx = RequestContext(f"r{i}", "/v1/models/{name}/predict")
-        ctx.rows = rows
-        monitor.request_done(ctx, "POST", 200, 0.001)
+def monitor_after(traffic: list[tuple[int, int]], *, wait_s: float) -> Monitor:
+    """A running monitor told of `traffic` ((requests, rows each), in order), then given up to
+    `wait_s` for a release; stopped."""
+
+    async def main() -> Monitor:
+        monitor = Monitor(Settings(access_log=False, metrics=False))
+        await monitor.start()
+        for requests, rows in traffic:
+            for i in range(requests):
+                ctx = RequestContext(f"r{i}", "/v1/models/{name}/predict")
+                ctx.rows = rows
+                monitor.request_done(ctx, "POST", 200, 0.001)
+        deadline = time.monotonic() + wait_s
+        while not monitor.memory.releases and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await monitor.stop()
+        return monitor
+
+    return asyncio.run(main())
 
 
 @pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
 def test_the_monitor_releases_memory_after_many_row_requests() -> None:
-    async def main() -> Monitor:
-        monitor = Monitor(Settings(access_log=False, metrics=False))
-        await monitor.start()
-        answered(monitor, 60, rows=1000)
-        answered(monitor, 5000, rows=1)  # single rows leave no big holes in the heap: not counted
-        for _ in range(int(3 * CHECK_EVERY_S / 0.05)):
-            await asyncio.sleep(0.05)
-            if monitor.memory.releases:
-                break
-        await monitor.stop()
-        return monitor
-
-    monitor = asyncio.run(main())
+    monitor = monitor_after([(60, 1000), (5000, 1)], wait_s=3 * CHECK_EVERY_S)
     assert monitor.memory.releases == 1
-    assert monitor.memory.rows == 0  # the single rows were never counted
+    assert monitor.memory.rows == 0  # counting starts again after a release
 
 
 @pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
 def test_single_row_traffic_never_triggers_a_release() -> None:
-    async def main() -> Monitor:
-        monitor = Monitor(Settings(access_log=False, metrics=False))
-        await monitor.start()
-        answered(monitor, 60_000, rows=1)
-        await asyncio.sleep(1.5 * CHECK_EVERY_S)
-        await monitor.stop()
-        return monitor
-
-    monitor = asyncio.run(main())
+    monitor = monitor_after([(60_000, 1)], wait_s=1.5 * CHECK_EVERY_S)
     assert monitor.memory.releases == 0
     assert monitor.memory.rows == 0

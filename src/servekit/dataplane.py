@@ -12,8 +12,9 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from servekit.circuit import OPEN
 from servekit.errors import (
@@ -31,7 +32,7 @@ from servekit.runner import Runner
 from servekit.settings import Settings
 from servekit.sources import ModelSource, parse_source
 
-__all__ = ["DataPlane", "ServedModel"]
+__all__ = ["DataPlane", "Pending", "ServedModel"]
 
 logger = logging.getLogger("servekit.dataplane")
 
@@ -67,6 +68,18 @@ class ServedModel:
         if self.runner is None:
             raise ModelNotReady(f"model {self.source.name} is {self.state}", hint=self.error)
         return self.runner.predictor
+
+
+class Pending(NamedTuple):
+    """A request handed to its runner by `DataPlane.submit`, not yet answered."""
+
+    runner: Runner
+    predictor: Predictor
+    batch: Any
+    answer: Awaitable[Prediction]
+    ctx: Any
+    grouped: int
+    started: float
 
 
 class DataPlane:
@@ -171,14 +184,23 @@ class DataPlane:
     # -- inference ----------------------------------------------------------------------------
     async def infer(self, name: str, version: str | int | None, payload: Any) -> tuple[Predictor, Prediction]:
         """Validate `payload` against the model's signature and predict."""
+        pending = self.submit(name, version, payload)
+        return pending.predictor, self.complete(pending, await pending.answer)
+
+    def submit(self, name: str, version: str | int | None, payload: Any) -> Pending:
+        """`infer` without waiting: validate `payload` and hand it to the model's runner. Await
+        `answer` (a future, or a coroutine for the unusual cases), then pass its result to
+        `complete`. The request's monitoring context is read now, from `CURRENT`."""
         runner = self.runner(name, version)
         predictor = runner.predictor
         batch = predictor.batch(payload)
-        # `infer_batch`'s steps, inline: one coroutine less on the way of every request.
         ctx, grouped, started = self._before(runner, batch)
-        prediction = await runner.infer(batch)
-        self._after(runner, batch, prediction, ctx, grouped, started)
-        return predictor, prediction
+        return Pending(runner, predictor, batch, runner.infer(batch), ctx, grouped, started)
+
+    def complete(self, pending: Pending, prediction: Prediction) -> Prediction:
+        """Account for a submitted request's answer (rows, monitoring); the answer itself."""
+        self._after(pending.runner, pending.batch, prediction, pending.ctx, pending.grouped, pending.started)
+        return prediction
 
     async def infer_batch(self, runner: Runner, batch: Any) -> Prediction:
         """Predict on a validated batch."""

@@ -130,7 +130,7 @@ def _run_uvicorn(uvicorn: Any, settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http="servekit.server.fastpath:ServekitHttpProtocol",  # httptools, plus the fast path
         # Accepted requests may run up to the prediction timeout: wait for them before stopping.
         timeout_graceful_shutdown=max(30, int(settings.runner.timeout_s) + 5),
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,

@@ -58,9 +58,11 @@ class ServekitApp(FastAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._hot: list[tuple[Any, HotRoute]] = []
+        self._fast: list[tuple[Any, HotRoute]] = []  # routes with `submit`: the HTTP fast path's
         self._bound: tuple[int, Any, Any] | None = None  # (body limit, data plane, monitor), read from `state`
         self._guard: Any | None = None  # API keys and rate limits, when configured
         self._headers: list[tuple[bytes, bytes]] = []  # security headers on every answer
+        self._header_block = b""  # the same, as HTTP header lines
         self._cors = False
 
     def add_hot_routes(self, routes: Iterable[HotRoute | tuple[str, Answer]]) -> None:
@@ -69,6 +71,34 @@ class ServekitApp(FastAPI):
         for route in routes:
             hot = route if isinstance(route, HotRoute) else HotRoute(*route)
             self._hot.append((compile_path(hot.path)[0], hot))
+            if hot.submit is not None and not hot.raw:
+                self._fast.append((compile_path(hot.path)[0], hot))
+
+    def fast_route(self, path: str) -> tuple[HotRoute, dict[str, str]] | None:
+        """The route and path parameters the HTTP fast path (`servekit.server.fastpath`) may
+        answer for a POST to `path` (without the root path), or `None`: the request then takes
+        the ASGI way. Requests that need an API key, a rate limit or CORS headers take it too."""
+        if self._bound is None:
+            if getattr(self.state, "settings", None) is None:
+                return None
+            self._bind()
+        if self._guard is not None:
+            return None
+        for regex, route in self._fast:
+            match = regex.match(path)
+            if match is not None:
+                return route, match.groupdict()
+        return None
+
+    @property
+    def cors(self) -> bool:
+        """Whether answers may carry CORS headers (then requests with an Origin take the ASGI way)."""
+        return self._cors
+
+    @property
+    def bound(self) -> tuple[int, Any, Any, bytes]:
+        """(body limit, data plane, monitor, security header lines), once `fast_route` bound them."""
+        return (*self._bound, self._header_block)  # type: ignore[return-value]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and self._hot:
@@ -87,6 +117,7 @@ class ServekitApp(FastAPI):
         """Read, once, what every hot request needs from the app's state."""
         settings = self.state.settings
         self._headers = security_headers(settings)
+        self._header_block = b"".join(name + b": " + value + b"\r\n" for name, value in self._headers)
         self._cors = bool(settings.cors_origins)
         guard = self.state.guard
         self._guard = guard if guard.active else None
@@ -150,17 +181,9 @@ class ServekitApp(FastAPI):
             monitor.in_flight -= 1
             monitor.request_done(ctx, "POST", CLIENT_CLOSED, time.perf_counter() - started)
             return
-        except ServekitError as exc:
-            status = int(exc.status)
-            if status >= 500 and not isinstance(exc, Overloaded):
-                logger.error("POST %s failed: %s", scope["path"], exc.detail)
-            headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-            media, out = route.error_body(scope["path"], status, exc.title, exc.public_message, request_id)
-        except Exception:
-            logger.exception("POST %s raised", scope["path"])
-            status = 500
-            detail = "The server failed to answer this request; see the server log"
-            media, out = route.error_body(scope["path"], status, "Internal error", detail, request_id)
+        except Exception as exc:
+            status, media, out, added_headers = error_answer(route, scope["path"], exc, request_id)
+            headers += added_headers
         headers += [
             (b"content-type", media),
             (b"content-length", str(len(out)).encode()),
@@ -176,6 +199,25 @@ class ServekitApp(FastAPI):
         finally:
             monitor.in_flight -= 1
             monitor.request_done(ctx, "POST", status, time.perf_counter() - started)
+
+
+def error_answer(
+    route: HotRoute, path: str, exc: Exception, request_id: str
+) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
+    """(status, media type, body, extra headers) of the error answer to a hot request that
+    raised `exc`: the error's own status and public message for a `ServekitError` (logged when
+    it is the server's fault), a generic 500 for anything else (logged with its traceback)."""
+    if isinstance(exc, ServekitError):
+        status = int(exc.status)
+        if status >= 500 and not isinstance(exc, Overloaded):
+            logger.error("POST %s failed: %s", path, exc.detail)
+        headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        media, out = route.error_body(path, status, exc.title, exc.public_message, request_id)
+        return status, media, out, headers
+    logger.error("POST %s raised", path, exc_info=exc)
+    detail = "The server failed to answer this request; see the server log"
+    media, out = route.error_body(path, 500, "Internal error", detail, request_id)
+    return 500, media, out, []
 
 
 async def _read_body(receive: Receive, limit: int, message: Message | None = None) -> bytes:

@@ -28,9 +28,12 @@ class HotRoute:
     JSON routes (`raw=False`): `answer(plane, parsed_json, request_id, **path_params)` returns
     what to send as JSON. Raw routes: `answer(plane, body_bytes, headers, request_id, **params)`
     returns `(content, media_type, extra_headers)`; `headers` maps lower-case names to values.
+    A JSON route may also give `submit`, its answer in two synchronous halves
+    (`servekit.server.routes._common.Submit`): the HTTP fast path then answers it without a task.
     """
 
     path: str
     answer: Callable[..., Awaitable[Any]]
     raw: bool = False
     error_body: ErrorBody = problem_error_body
+    submit: Callable[..., tuple[Awaitable[Any], Callable[[Any], Any]]] | None = None

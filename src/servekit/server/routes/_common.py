@@ -36,6 +36,23 @@ Answer = Callable[..., Awaitable[Any]]
 """`answer(plane, body, request_id, **path_params) -> JSON-able`: a JSON-in, JSON-out route's logic,
 shared by its FastAPI endpoint and the raw hot path (`servekit.server.hotpath`)."""
 
+Submit = Callable[..., tuple[Awaitable[Any], Callable[[Any], Any]]]
+"""`submit(plane, body, request_id, **path_params) -> (awaitable, finish)`: an `Answer` in two
+synchronous halves around its one wait, so that a caller without a task of its own (the HTTP
+fast path, `servekit.server.fastpath`) can wait with a callback: `finish(await awaitable)` is
+the JSON-able answer."""
+
+
+def answer_from(submit: Submit) -> Answer:
+    """The `Answer` made of a `Submit`'s two halves."""
+
+    async def answer(plane: DataPlane, body: Any, request_id: str, **params: Any) -> Any:
+        awaitable, finish = submit(plane, body, request_id, **params)
+        return finish(await awaitable)
+
+    answer.__name__ = answer.__qualname__ = submit.__name__.replace("submit", "answer", 1)
+    return answer
+
 
 async def answer_json(request: Request, answer: Answer, **params: Any) -> Response:
     """Run `answer` for a FastAPI request: read the JSON body within limits, answer JSON."""

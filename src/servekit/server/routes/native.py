@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -9,7 +10,9 @@ from starlette.responses import Response
 
 from servekit.dataplane import DataPlane, ServedModel
 from servekit.errors import InvalidInput
-from servekit.server.routes._common import answer_json, dataplane, json_response
+from servekit.prediction import Prediction
+from servekit.server.hotroutes import HotRoute
+from servekit.server.routes._common import answer_from, answer_json, dataplane, json_response
 from servekit.server.schemas import (
     ModelDetail,
     ModelSummary,
@@ -60,21 +63,28 @@ async def predict_version(name: str, version: str, request: Request) -> Response
     return await answer_json(request, answer_predict, name=name, version=version)
 
 
-async def answer_predict(
+def submit_predict(
     plane: DataPlane, body: Any, request_id: str, *, name: str, version: str | None = None
-) -> dict[str, Any]:
-    predictor, prediction = await plane.infer(name, version, native_rows(body))
-    return {
-        "model": predictor.name,
-        "version": predictor.version,
-        "predictions": prediction.to_records(),
-        "request_id": request_id,
-    }
+) -> tuple[Awaitable[Prediction], Callable[[Prediction], dict[str, Any]]]:
+    pending = plane.submit(name, version, native_rows(body))
 
+    def finish(prediction: Prediction) -> dict[str, Any]:
+        predictor = pending.predictor
+        return {
+            "model": predictor.name,
+            "version": predictor.version,
+            "predictions": plane.complete(pending, prediction).to_records(),
+            "request_id": request_id,
+        }
+
+    return pending.answer, finish
+
+
+answer_predict = answer_from(submit_predict)
 
 HOT = (
-    ("/v1/models/{name}/predict", answer_predict),
-    ("/v1/models/{name}/versions/{version}/predict", answer_predict),
+    HotRoute("/v1/models/{name}/predict", answer_predict, submit=submit_predict),
+    HotRoute("/v1/models/{name}/versions/{version}/predict", answer_predict, submit=submit_predict),
 )
 """Routes the raw hot path answers itself (see `servekit.server.hotpath`)."""
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,7 +16,8 @@ from starlette.responses import Response
 from servekit.dataplane import DataPlane
 from servekit.errors import InvalidInput
 from servekit.prediction import Prediction
-from servekit.server.routes._common import answer_json, dataplane, json_response
+from servekit.server.hotroutes import HotRoute
+from servekit.server.routes._common import answer_from, answer_json, dataplane, json_response
 from servekit.server.schemas import (
     SeedHealth,
     SeedModelInfo,
@@ -61,12 +63,16 @@ async def predict_batch(request: Request) -> Response:
     return await answer_json(request, answer_batch)
 
 
-async def answer_one(plane: DataPlane, body: Any, request_id: str) -> dict[str, Any]:
-    _, prediction = await plane.infer(plane.default_name, None, _features(body, "the body"))
-    return _seed_records(prediction)[0]
+def submit_one(
+    plane: DataPlane, body: Any, request_id: str
+) -> tuple[Awaitable[Prediction], Callable[[Prediction], dict[str, Any]]]:
+    pending = plane.submit(plane.default_name, None, _features(body, "the body"))
+    return pending.answer, lambda prediction: _seed_records(plane.complete(pending, prediction))[0]
 
 
-async def answer_batch(plane: DataPlane, body: Any, request_id: str) -> list[dict[str, Any]]:
+def submit_batch(
+    plane: DataPlane, body: Any, request_id: str
+) -> tuple[Awaitable[Prediction], Callable[[Prediction], list[dict[str, Any]]]]:
     if isinstance(body, dict) and isinstance(body.get("instances"), list):
         rows = body["instances"]
     elif isinstance(body, list):
@@ -75,11 +81,18 @@ async def answer_batch(plane: DataPlane, body: Any, request_id: str) -> list[dic
         raise InvalidInput('send a list of {"features": [...]} objects')
     if not rows:
         raise InvalidInput("the batch is empty")
-    _, prediction = await plane.infer(plane.default_name, None, rows)
-    return _seed_records(prediction)
+    pending = plane.submit(plane.default_name, None, rows)
+    return pending.answer, lambda prediction: _seed_records(plane.complete(pending, prediction))
 
 
-HOT = (("/predict", answer_one), ("/v1/predict", answer_one), ("/predict/batch", answer_batch))
+answer_one = answer_from(submit_one)
+answer_batch = answer_from(submit_batch)
+
+HOT = (
+    HotRoute("/predict", answer_one, submit=submit_one),
+    HotRoute("/v1/predict", answer_one, submit=submit_one),
+    HotRoute("/predict/batch", answer_batch, submit=submit_batch),
+)
 """Routes the raw hot path answers itself (see `servekit.server.hotpath`)."""
 
 

@@ -16,6 +16,7 @@ pipelined requests, a client that does not read its answers, a concurrency limit
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -37,6 +38,8 @@ PROTOCOL = "servekit.server.fastpath:ServekitHttpProtocol"
 
 _JSON = b"application/json"
 
+logger = logging.getLogger("servekit.server")
+
 
 class ServekitHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, plus the fast path for `ServekitApp`'s JSON prediction routes."""
@@ -45,24 +48,43 @@ class ServekitHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.servekit = _servekit_app(self.app)
 
+    def on_message_begin(self) -> None:
+        # uvicorn's ASGI scope is made only for the requests that take the ASGI way.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = None  # type: ignore[assignment]
+
     def on_headers_complete(self) -> None:
         app = self.servekit
-        if (
-            app is None
-            or self.parser.get_method() != b"POST"
-            or not (self.cycle is None or self.cycle.response_complete)
-            or self.expect_100_continue
-            or self.flow.write_paused
-            or self.limit_concurrency is not None
-            or self.parser.should_upgrade()
-        ):
-            super().on_headers_complete()
+        exchange = (
+            None
+            if (
+                app is None
+                or self.parser.get_method() != b"POST"
+                or not (self.cycle is None or self.cycle.response_complete)
+                or self.expect_100_continue
+                or self.flow.write_paused
+                or self.limit_concurrency is not None
+                or self.parser.should_upgrade()
+            )
+            else self._exchange(app)
+        )
+        if exchange is not None:
+            self.cycle = exchange  # type: ignore[assignment]
             return
-        exchange = _exchange(self, app)
-        if exchange is None:
-            super().on_headers_complete()
-            return
-        self.cycle = exchange  # type: ignore[assignment]
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()  # the scope, as uvicorn makes it
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+        super().on_headers_complete()
+
+    def _exchange(self, app: ServekitApp) -> _Exchange | None:
+        try:
+            return _exchange(self, app)
+        except Exception:  # never expected; the ASGI way still answers
+            logger.exception("the fast path failed to take a request")
+            return None
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -97,24 +119,24 @@ def _exchange(protocol: ServekitHttpProtocol, app: ServekitApp) -> _Exchange | N
     found = app.fast_route(path.decode("ascii"))
     if found is None:
         return None
-    limit = app.bound[0]
+    bound = app.bound
     request_id = content_type = encoding = None
     length = -1
     for key, value in protocol.headers:
         if key == b"content-type":
             content_type = value
         elif key == b"content-length":
-            length = int(value)  # httptools accepts digits only
+            length = int(value) if value.isdigit() else -1
         elif key == b"x-request-id":
             request_id = accepted_request_id(value)
         elif key == b"content-encoding":
             encoding = value
         elif key == b"transfer-encoding" or (key == b"origin" and app.cors):
             return None
-    if length < 0 or length > limit:
+    if length < 0 or length > bound[0]:
         return None  # no declared length, or too long: the ASGI way reads or refuses it
     keep_alive = protocol.parser.should_keep_alive() and protocol.parser.get_http_version() != "1.0"
-    exchange = _Exchange(protocol, app, found, request_id or new_request_id(), content_type, encoding, keep_alive)
+    exchange = _Exchange(protocol, bound, found, request_id or new_request_id(), content_type, encoding, keep_alive)
     exchange.path = protocol.root_path + path.decode("ascii")
     return exchange
 
@@ -124,8 +146,8 @@ class _Exchange:
     protocol reads `response_complete`, `disconnected`, `keep_alive` and `message_event`)."""
 
     __slots__ = (
-        "app",
         "body",
+        "bound",
         "content_type",
         "ctx",
         "disconnected",
@@ -144,7 +166,7 @@ class _Exchange:
     def __init__(
         self,
         protocol: ServekitHttpProtocol,
-        app: ServekitApp,
+        bound: tuple[int, Any, Any, bytes],
         found: tuple[HotRoute, dict[str, str]],
         request_id: str,
         content_type: bytes | None,
@@ -152,7 +174,7 @@ class _Exchange:
         keep_alive: bool,
     ) -> None:
         self.protocol: ServekitHttpProtocol | None = protocol
-        self.app = app
+        self.bound = bound  # `ServekitApp.bound`
         self.route, self.params = found
         self.request_id = request_id
         self.content_type = content_type
@@ -162,6 +184,7 @@ class _Exchange:
         self.response_complete = False
         self.disconnected = False
         self.ctx: RequestContext | None = None
+        self.finish: Any = None
         self.started = 0.0
         self.path = ""
 
@@ -172,7 +195,7 @@ class _Exchange:
     def start(self) -> None:
         """The whole body is in: validate it and hand it to the runner (from the parser's
         callback, within the request's monitoring context)."""
-        _, plane, monitor, _ = self.app.bound
+        _, plane, monitor, _ = self.bound
         route = self.route
         self.ctx = ctx = RequestContext(self.request_id, route.path)
         monitor.in_flight += 1
@@ -186,8 +209,11 @@ class _Exchange:
             body = parse_json(bytes(self.body))
             self.body = None  # type: ignore[assignment]
             answer, self.finish = route.submit(plane, body, self.request_id, **self.params)  # type: ignore[misc]
-            if not isinstance(answer, asyncio.Future):
-                answer = asyncio.ensure_future(answer)  # the unusual cases: a coroutine, in its task
+            if not isinstance(answer, asyncio.Future):  # the unusual cases: a coroutine, in a task
+                answer = asyncio.ensure_future(answer)
+                tasks = self.protocol.tasks  # type: ignore[union-attr]
+                tasks.add(answer)  # uvicorn waits for these at shutdown
+                answer.add_done_callback(tasks.discard)
             answer.add_done_callback(self._answered)
         except Exception as exc:
             # Sent with the answers of the loop's next turn (see `hotpath`): under load, a burst
@@ -197,8 +223,9 @@ class _Exchange:
             CURRENT.reset(token)
 
     def _answered(self, answer: asyncio.Future[Any]) -> None:
+        finish, self.finish = self.finish, None  # the request's batch is not kept past its answer
         try:
-            out = orjson.dumps(self.finish(answer.result()), option=JSON_OPTIONS)
+            out = orjson.dumps(finish(answer.result()), option=JSON_OPTIONS)
         except Exception as exc:
             self._failed(exc)
             return
@@ -212,7 +239,7 @@ class _Exchange:
         protocol, self.protocol = self.protocol, None  # no cycle between the protocol and its exchange
         self.response_complete = True
         elapsed = time.perf_counter() - self.started
-        monitor = self.app.bound[2]
+        monitor = self.bound[2]
         monitor.in_flight -= 1
         if protocol is None or self.disconnected or protocol.transport.is_closing():
             monitor.request_done(self.ctx, "POST", CLIENT_CLOSED, elapsed)
@@ -220,7 +247,7 @@ class _Exchange:
         head = b"%s%s%scontent-type: %s\r\ncontent-length: %d\r\nx-request-id: %s\r\n%s%s\r\n" % (
             STATUS_LINE[status],
             _default_headers(protocol.server_state.default_headers),
-            self.app.bound[3],
+            self.bound[3],
             media,
             len(out),
             self.request_id.encode(),

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from servekit.errors import InvalidInput, ModelNotFound, NotFound
-from servekit.monitoring import arraycodec
+from servekit.monitoring import arraycodec, predlog
 from servekit.monitoring.predlog import PredictionLog, export, load_inputs, parse_duration, parse_since, read_log
 from servekit.prediction import Prediction
 from tests.support import IRIS_FEATURES
@@ -541,3 +541,29 @@ def test_the_writer_takes_batch_size_requests_per_transaction_in_order(url: str,
     log.close()
     assert [r["records"] for r in blocks(url)] == [7, 7, 6]
     assert [r.request_id for r in read_log(url)] == [f"b{i}" for i in range(20)]
+
+
+def test_a_quiet_writer_lets_go_of_its_connection_after_many_rows(
+    url: str, iris: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(predlog, "RECONNECT_AFTER_ROWS", 2000)
+    released: list[bool] = []
+    monkeypatch.setattr(predlog, "release_free_memory", lambda: released.append(True) or True)
+    X, model = iris
+    big = np.repeat(X[:1], 1000, axis=0)
+    item = (1.0e9, "iris", 1, ROUTE, "big", 1.0, tuple(IRIS_FEATURES), big, predict(model, big))
+    log = PredictionLog(url, flush_interval_s=0.05).start()
+    try:
+        log.record_many([item])
+        wait_until(lambda: log.written == 1)
+        time.sleep(0.3)  # several quiet intervals, but only 1,000 rows written: the connection stays
+        assert log._engine is not None and log._engine.pool.checkedin() == 1 and not released
+        log.record_many([item, item])
+        wait_until(lambda: log.written == 3)
+        wait_until(lambda: log._engine.pool.checkedin() == 0)  # closed once the log went quiet
+        assert released == [True]
+        log.record_many([item])  # and the next write connects again
+        wait_until(lambda: log.written == 4)
+    finally:
+        log.close()
+    assert log.lost == 0 and len(list(read_log(url))) == 4

@@ -11,6 +11,7 @@ Writes benchmarks/results/latest.md and latest.json. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -39,6 +40,8 @@ SEED = "POST /predict"
 CEILING_ROW = [5.1, 3.5, 1.4, 0.2]
 GRANIAN_INSTALL_TIMEOUT_S = 180
 CEILING_BEST_OF = 2
+RATIO_CONNS = 64
+"""The connection count of the points compared with the ceiling (and invalid with valid bodies)."""
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -47,10 +50,13 @@ def servekit_points(ctx: Context, name: str, wanted: set[str]) -> list[Point]:
     route = f"/v1/models/{name}/predict"
     points: list[Point] = []
     if name in wanted:
-        points += [Point(NATIVE, name, c, route, model.bodies["row"]) for c in ctx.conns]
-        points += [Point(SEED, name, c, "/predict", model.bodies["row"]) for c in ctx.conns]
+        # The points compared with the ceiling are measured like it: best of two.
+        best = {c: CEILING_BEST_OF if c == RATIO_CONNS else 1 for c in ctx.conns}
+        points += [Point(NATIVE, name, c, route, model.bodies["row"], best_of=best[c]) for c in ctx.conns]
+        points += [Point(SEED, name, c, "/predict", model.bodies["row"], best_of=best[c]) for c in ctx.conns]
     if name == "forest" and "invalid" in wanted:
-        points.append(Point("invalid body", name, 64, route, model.bodies["invalid"], count_status=True))
+        invalid = Point("invalid body", name, RATIO_CONNS, route, model.bodies["invalid"], count_status=True)
+        points.append(dataclasses.replace(invalid, best_of=CEILING_BEST_OF))
     if name == "logreg" and "rows" in wanted:
         many_conns = [1, 8] if not ctx.args.quick else [8]
         points += [Point("1000 rows JSON", name, c, route, model.bodies["many"], 1000) for c in many_conns]

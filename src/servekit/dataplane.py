@@ -192,10 +192,7 @@ class DataPlane:
         `answer` (a future, or a coroutine for the unusual cases), then pass its result to
         `complete`. The request's monitoring context is read now, from `CURRENT`."""
         runner = self.runner(name, version)
-        predictor = runner.predictor
-        batch = predictor.batch(payload)
-        ctx, grouped, started = self._before(runner, batch)
-        return Pending(runner, predictor, batch, runner.infer(batch), ctx, grouped, started)
+        return self.submit_batch(runner, runner.predictor.batch(payload))
 
     def complete(self, pending: Pending, prediction: Prediction) -> Prediction:
         """Account for a submitted request's answer (rows, monitoring); the answer itself."""
@@ -204,10 +201,13 @@ class DataPlane:
 
     async def infer_batch(self, runner: Runner, batch: Any) -> Prediction:
         """Predict on a validated batch."""
+        pending = self.submit_batch(runner, batch)
+        return self.complete(pending, await pending.answer)
+
+    def submit_batch(self, runner: Runner, batch: Any) -> Pending:
+        """`infer_batch` without waiting (see `submit`)."""
         ctx, grouped, started = self._before(runner, batch)
-        prediction = await runner.infer(batch)
-        self._after(runner, batch, prediction, ctx, grouped, started)
-        return prediction
+        return Pending(runner, runner.predictor, batch, runner.infer(batch), ctx, grouped, started)
 
     def _before(self, runner: Runner, batch: Any) -> tuple[Any, int, float]:
         """Check the row limit; (the request's monitoring context, its count of micro-batch

@@ -18,9 +18,9 @@ from tests.integration.test_hotpath import CASES, SETOSA
 from tests.support import ServerProcess, iris_bundle, iris_model
 
 LIMIT = 4096
-# Raw OIP routes never take the fast path; an over-limit body is refused by its declared length
-# or, chunked, while it streams in (two different messages): both are tested elsewhere.
-JSON_CASES = [case for case in CASES if not case[0].startswith("/v2/") and len(case[1]) <= LIMIT]
+# An over-limit body is refused by its declared length or, chunked, while it streams in (two
+# different messages): both are tested elsewhere.
+FAST_CASES = [case for case in CASES if len(case[1]) <= LIMIT]
 SETOSA_BODY = json.dumps({"features": SETOSA}).encode()
 
 
@@ -58,7 +58,7 @@ def _post(server: ServerProcess, path: str, body: bytes, headers: dict[str, str]
     return response.status, names, media, data
 
 
-@pytest.mark.parametrize(("path", "body", "headers"), JSON_CASES)
+@pytest.mark.parametrize(("path", "body", "headers"), FAST_CASES)
 def test_fast_path_answers_as_the_asgi_way(server, path: str, body: bytes, headers: dict[str, str]) -> None:
     fast = _post(server, path, body, headers, chunked=False)
     asgi = _post(server, path, body, headers, chunked=True)

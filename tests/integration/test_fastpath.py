@@ -80,17 +80,18 @@ def fast_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def test_plain_json_predictions_take_the_fast_path(served: str, fast_answers: list[str]) -> None:
+def test_plain_predictions_take_the_fast_path(served: str, fast_answers: list[str]) -> None:
     with httpx.Client(base_url=served) as client:
         assert client.post("/v1/models/iris/predict", json=SETOSA).json()["predictions"][0]["prediction"] == "setosa"
         assert client.post("/v1/models/iris/versions/latest/predict", json=SETOSA).status_code == 200
         assert client.post("/predict", json=SETOSA).json()["prediction"] == "setosa"
         assert client.post("/predict/batch", json=[SETOSA, SETOSA]).status_code == 200
         assert client.post("/v1/models/iris/predict", json={"features": [1]}).status_code == 422
-        assert (
-            client.post("/v1/models/iris/predict", content=b"a,b", headers={"content-type": "text/csv"}).status_code
-            == 415
-        )
+        csv = client.post("/v1/models/iris/predict", content=b"a,b", headers={"content-type": "text/csv"})
+        assert csv.status_code == 415
+        infer = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": SETOSA["features"]}]}
+        assert client.post("/v2/models/iris/infer", json=infer).json()["outputs"][0]["data"] == ["setosa"]
+        assert client.post("/v2/models/iris/versions/latest/infer", json=infer).status_code == 200
     assert fast_answers == [
         "/v1/models/iris/predict",
         "/v1/models/iris/versions/latest/predict",
@@ -98,14 +99,14 @@ def test_plain_json_predictions_take_the_fast_path(served: str, fast_answers: li
         "/predict/batch",
         "/v1/models/iris/predict",
         "/v1/models/iris/predict",
+        "/v2/models/iris/infer",
+        "/v2/models/iris/versions/latest/infer",
     ]
 
 
 def test_everything_else_takes_the_asgi_way(served: str, fast_answers: list[str]) -> None:
-    infer = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": SETOSA["features"]}]}
     with httpx.Client(base_url=served) as client:
         assert client.get("/v1/models/iris").status_code == 200
-        assert client.post("/v2/models/iris/infer", json=infer).status_code == 200  # a raw route
         chunked = client.post("/predict", content=iter([b'{"features": [5.1, 3.5, 1.4, 0.2]}']))
         assert chunked.json()["prediction"] == "setosa"
         cors = client.post("/predict", json=SETOSA, headers={"origin": ORIGIN})

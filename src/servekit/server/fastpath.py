@@ -1,12 +1,12 @@
-"""The HTTP fast path: uvicorn's httptools protocol, answering JSON predictions without ASGI.
+"""The HTTP fast path: uvicorn's httptools protocol, answering predictions without ASGI.
 
 Under ASGI every request costs uvicorn a task, an event, a request-response cycle and two
 messages checked header by header: about as much CPU as a micro-batched prediction itself. For
-the JSON prediction routes (`HotRoute`s with a `submit`, see `servekit.server.hotpath`),
-`ServekitHttpProtocol` skips all of that: once the body is in, it validates it and hands it to
-the model's runner from the parser's callback, and writes the answer (status line, headers and
-body in one write) from the callback of the runner's future. Same checks, same answers, same
-errors, same monitoring as the ASGI way; `tests/e2e` run both.
+the prediction routes (`HotRoute`s with a `submit`, see `servekit.server.hotpath`: native, seed
+and OIP `infer`), `ServekitHttpProtocol` skips all of that: once the body is in, it validates it
+and hands it to the model's runner from the parser's callback, and writes the answer (status
+line, headers and body in one write) from the callback of the runner's future. Same checks, same
+answers, same errors, same monitoring as the ASGI way; `tests/e2e/test_fastpath.py` runs both.
 
 Anything unusual takes the ASGI way unchanged: other methods and paths, API keys and rate
 limits, CORS, `Expect: 100-continue`, chunked or over-limit bodies, percent-encoded paths,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import httptools
@@ -42,7 +43,7 @@ logger = logging.getLogger("servekit.server")
 
 
 class ServekitHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the fast path for `ServekitApp`'s JSON prediction routes."""
+    """uvicorn's httptools protocol, plus the fast path for `ServekitApp`'s prediction routes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -138,6 +139,8 @@ def _exchange(protocol: ServekitHttpProtocol, app: ServekitApp) -> _Exchange | N
     keep_alive = protocol.parser.should_keep_alive() and protocol.parser.get_http_version() != "1.0"
     exchange = _Exchange(protocol, bound, found, request_id or new_request_id(), content_type, encoding, keep_alive)
     exchange.path = protocol.root_path + path.decode("ascii")
+    if found[0].raw:  # raw routes read the headers they need themselves (OIP: its binary header length)
+        exchange.named = {k.decode("latin-1"): v.decode("latin-1") for k, v in protocol.headers}
     return exchange
 
 
@@ -154,6 +157,7 @@ class _Exchange:
         "encoding",
         "finish",
         "keep_alive",
+        "named",
         "params",
         "path",
         "protocol",
@@ -185,6 +189,7 @@ class _Exchange:
         self.disconnected = False
         self.ctx: RequestContext | None = None
         self.finish: Any = None
+        self.named: dict[str, str] | None = None
         self.started = 0.0
         self.path = ""
 
@@ -202,13 +207,19 @@ class _Exchange:
         self.started = time.perf_counter()
         token = CURRENT.set(ctx)
         try:
-            if self.content_type is not None:
-                check_json_content_type(self.content_type.decode("latin-1"))
-            if self.encoding is not None:
-                check_identity_encoding(self.encoding.decode("latin-1"))
-            body = parse_json(bytes(self.body))
-            self.body = None  # type: ignore[assignment]
-            answer, self.finish = route.submit(plane, body, self.request_id, **self.params)  # type: ignore[misc]
+            if self.named is not None:  # a raw route: the bytes as they came
+                body: Any = bytes(self.body)
+                self.body = None  # type: ignore[assignment]
+                submitted = route.submit(plane, body, self.named, self.request_id, **self.params)  # type: ignore[misc]
+            else:
+                if self.content_type is not None:
+                    check_json_content_type(self.content_type.decode("latin-1"))
+                if self.encoding is not None:
+                    check_identity_encoding(self.encoding.decode("latin-1"))
+                body = parse_json(bytes(self.body))
+                self.body = None  # type: ignore[assignment]
+                submitted = route.submit(plane, body, self.request_id, **self.params)  # type: ignore[misc]
+            answer, self.finish = submitted
             if not isinstance(answer, asyncio.Future):  # the unusual cases: a coroutine, in a task
                 answer = asyncio.ensure_future(answer)
                 tasks = self.protocol.tasks  # type: ignore[union-attr]
@@ -225,15 +236,19 @@ class _Exchange:
     def _answered(self, answer: asyncio.Future[Any]) -> None:
         finish, self.finish = self.finish, None  # the request's batch is not kept past its answer
         try:
-            out = orjson.dumps(finish(answer.result()), option=JSON_OPTIONS)
+            if self.named is None:
+                media, out, extra = _JSON, orjson.dumps(finish(answer.result()), option=JSON_OPTIONS), b""
+            else:  # a raw route: (content, media type, extra headers)
+                out, media_type, added = finish(answer.result())
+                media, extra = media_type.encode(), _header_lines(added.items())
         except Exception as exc:
             self._failed(exc)
             return
-        self._respond(200, _JSON, out, b"")
+        self._respond(200, media, out, extra)
 
     def _failed(self, exc: Exception) -> None:
         status, media, out, headers = error_answer(self.route, self.path, exc, self.request_id)
-        self._respond(status, media, out, b"".join(name + b": " + value + b"\r\n" for name, value in headers))
+        self._respond(status, media, out, _header_lines((k.decode(), v.decode()) for k, v in headers))
 
     def _respond(self, status: int, media: bytes, out: bytes, extra: bytes) -> None:
         protocol, self.protocol = self.protocol, None  # no cycle between the protocol and its exchange
@@ -259,6 +274,10 @@ class _Exchange:
             protocol.transport.close()
         protocol.on_response_complete()
         monitor.request_done(self.ctx, "POST", status, elapsed)
+
+
+def _header_lines(headers: Iterable[tuple[str, str]]) -> bytes:
+    return b"".join(f"{name.lower()}: {value}\r\n".encode("latin-1") for name, value in headers)
 
 
 class _NoEvent:

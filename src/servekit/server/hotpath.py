@@ -71,7 +71,7 @@ class ServekitApp(FastAPI):
         for route in routes:
             hot = route if isinstance(route, HotRoute) else HotRoute(*route)
             self._hot.append((compile_path(hot.path)[0], hot))
-            if hot.submit is not None and not hot.raw:
+            if hot.submit is not None:
                 self._fast.append((compile_path(hot.path)[0], hot))
 
     def fast_route(self, path: str) -> tuple[HotRoute, dict[str, str]] | None:

@@ -8,7 +8,7 @@ shape [n, *row] (or one row), or one [n] / [n, 1] tensor per named feature.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -259,6 +259,42 @@ async def _infer(request: Request, **params: str) -> Response:
     return Response(content, media_type=media, headers=extra)
 
 
+def submit_infer(
+    plane: DataPlane,
+    body: bytes,
+    headers: Mapping[str, str],
+    request_id: str,
+    *,
+    model: str,
+    version: str | None = None,
+) -> tuple[Awaitable[Prediction], Callable[[Prediction], tuple[bytes, str, dict[str, str]]]]:
+    """The infer route's logic on raw bytes, in two halves around its wait (see `answer_infer`)."""
+    runner = plane.runner(model, version)
+    limit = plane.settings.max_body_bytes
+    body = decompress(body, headers.get("content-encoding"), limit)
+    parsed = parse_request(*split_body(body, headers.get(HEADER_LENGTH.lower())))
+    predictor = runner.predictor
+    wanted = _wanted_outputs(parsed, predictor)
+    pending = plane.submit_batch(runner, to_batch(predictor.signature, parsed.inputs))
+
+    def finish(prediction: Prediction) -> tuple[bytes, str, dict[str, str]]:
+        produced = _outputs(plane.complete(pending, prediction), predictor)
+        chosen = [(name, parsed.binary_output) for name in produced] if wanted is None else wanted
+        missing = [name for name, _ in chosen if name not in produced]
+        if missing:
+            raise InvalidInput(f"this model gives no {missing[0]!r} output", hint=f"It gives: {', '.join(produced)}")
+        header: dict[str, Any] = {"model_name": predictor.name}
+        if predictor.version is not None:
+            header["model_version"] = str(predictor.version)
+        header["id"] = parsed.id if parsed.id is not None else request_id
+        content, header_length = encode_response(header, [(produced[name], binary) for name, binary in chosen])
+        if header_length is None:
+            return content, "application/json", {}
+        return content, "application/octet-stream", {HEADER_LENGTH: str(header_length)}
+
+    return pending.answer, finish
+
+
 async def answer_infer(
     plane: DataPlane,
     body: bytes,
@@ -269,27 +305,8 @@ async def answer_infer(
     version: str | None = None,
 ) -> tuple[bytes, str, dict[str, str]]:
     """The infer route's logic on raw bytes, shared by the endpoint and the raw hot path."""
-    runner = plane.runner(model, version)
-    limit = plane.settings.max_body_bytes
-    body = decompress(body, headers.get("content-encoding"), limit)
-    parsed = parse_request(*split_body(body, headers.get(HEADER_LENGTH.lower())))
-    predictor = runner.predictor
-    wanted = _wanted_outputs(parsed, predictor)
-    prediction = await plane.infer_batch(runner, to_batch(predictor.signature, parsed.inputs))
-    produced = _outputs(prediction, predictor)
-    if wanted is None:
-        wanted = [(name, parsed.binary_output) for name in produced]
-    missing = [name for name, _ in wanted if name not in produced]
-    if missing:
-        raise InvalidInput(f"this model gives no {missing[0]!r} output", hint=f"It gives: {', '.join(produced)}")
-    header: dict[str, Any] = {"model_name": predictor.name}
-    if predictor.version is not None:
-        header["model_version"] = str(predictor.version)
-    header["id"] = parsed.id if parsed.id is not None else request_id
-    content, header_length = encode_response(header, [(produced[name], binary) for name, binary in wanted])
-    if header_length is None:
-        return content, "application/json", {}
-    return content, "application/octet-stream", {HEADER_LENGTH: str(header_length)}
+    answer, finish = submit_infer(plane, body, headers, request_id, model=model, version=version)
+    return finish(await answer)
 
 
 def error_body(instance: str, status: int, title: str, detail: str, request_id: str | None) -> tuple[bytes, bytes]:
@@ -298,8 +315,14 @@ def error_body(instance: str, status: int, title: str, detail: str, request_id: 
 
 
 HOT = (
-    HotRoute("/v2/models/{model}/infer", answer_infer, raw=True, error_body=error_body),
-    HotRoute("/v2/models/{model}/versions/{version}/infer", answer_infer, raw=True, error_body=error_body),
+    HotRoute("/v2/models/{model}/infer", answer_infer, raw=True, error_body=error_body, submit=submit_infer),
+    HotRoute(
+        "/v2/models/{model}/versions/{version}/infer",
+        answer_infer,
+        raw=True,
+        error_body=error_body,
+        submit=submit_infer,
+    ),
 )
 """Routes the raw hot path answers itself (see `servekit.server.hotpath`)."""
 

@@ -79,6 +79,9 @@ class Signature:
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    def has_feature(self, name: str) -> bool:
+        return name in self._index
+
     @property
     def expected_row_shape(self) -> tuple[int, ...]:
         return self.row_shape or (self.n_features,)

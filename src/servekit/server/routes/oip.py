@@ -352,9 +352,10 @@ def _outputs(prediction: Prediction, predictor: Predictor) -> dict[str, OutputTe
 
 def to_batch(signature: Signature, inputs: list[Tensor]) -> Batch:
     """One tensor of rows, or one [n] / [n, 1] tensor per feature, as a batch for the model."""
-    if len(inputs) == 1 and inputs[0].name not in signature.names:
+    if len(inputs) == 1 and not signature.has_feature(inputs[0].name):
         tensor = inputs[0]
-        _check_datatype(signature, tensor, text_ok=any(not f.numeric for f in signature.features))
+        if tensor.datatype not in NUMBER_TYPES:
+            _check_datatype(signature, tensor, text_ok=any(not f.numeric for f in signature.features))
         return signature.batch_from_array(tensor.data)
     if signature.row_shape is not None:
         raise InvalidInput(

@@ -37,17 +37,18 @@ Answer = Callable[..., Awaitable[Any]]
 shared by its FastAPI endpoint and the raw hot path (`servekit.server.hotpath`)."""
 
 Submit = Callable[..., tuple[Awaitable[Any], Callable[[Any], Any]]]
-"""`submit(plane, body, request_id, **path_params) -> (awaitable, finish)`: an `Answer` in two
+"""`submit(plane, body, request_id, **path_params) -> (awaitable, finish)` (raw routes:
+`submit(plane, body_bytes, headers, request_id, **path_params)`): an `Answer` in two
 synchronous halves around its one wait, so that a caller without a task of its own (the HTTP
 fast path, `servekit.server.fastpath`) can wait with a callback: `finish(await awaitable)` is
 the JSON-able answer."""
 
 
 def answer_from(submit: Submit) -> Answer:
-    """The `Answer` made of a `Submit`'s two halves."""
+    """The `Answer` made of a `Submit`'s two halves (for raw routes too: the arguments pass through)."""
 
-    async def answer(plane: DataPlane, body: Any, request_id: str, **params: Any) -> Any:
-        awaitable, finish = submit(plane, body, request_id, **params)
+    async def answer(*args: Any, **params: Any) -> Any:
+        awaitable, finish = submit(*args, **params)
         return finish(await awaitable)
 
     answer.__name__ = answer.__qualname__ = submit.__name__.replace("submit", "answer", 1)

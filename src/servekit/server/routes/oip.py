@@ -38,7 +38,7 @@ from servekit.server.oip_codec import (
     split_body,
 )
 from servekit.server.problems import add_error_shape
-from servekit.server.routes._common import body_limit, dataplane, json_response, request_id
+from servekit.server.routes._common import answer_from, body_limit, dataplane, json_response, request_id
 from servekit.signature import Batch, Signature
 
 __all__ = ["install", "router"]
@@ -295,18 +295,8 @@ def submit_infer(
     return pending.answer, finish
 
 
-async def answer_infer(
-    plane: DataPlane,
-    body: bytes,
-    headers: Mapping[str, str],
-    request_id: str,
-    *,
-    model: str,
-    version: str | None = None,
-) -> tuple[bytes, str, dict[str, str]]:
-    """The infer route's logic on raw bytes, shared by the endpoint and the raw hot path."""
-    answer, finish = submit_infer(plane, body, headers, request_id, model=model, version=version)
-    return finish(await answer)
+answer_infer = answer_from(submit_infer)
+"""The infer route's logic on raw bytes, shared by the endpoint and the raw hot path."""
 
 
 def error_body(instance: str, status: int, title: str, detail: str, request_id: str | None) -> tuple[bytes, bytes]:

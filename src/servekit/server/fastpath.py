@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import httptools
@@ -27,6 +26,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from servekit.monitoring.context import CURRENT, RequestContext
 from servekit.server.bodies import check_identity_encoding, check_json_content_type, parse_json
+from servekit.server.headers import header_lines, header_pairs
 from servekit.server.hotpath import CLIENT_CLOSED, ServekitApp, error_answer
 from servekit.server.hotroutes import HotRoute
 from servekit.server.middleware import accepted_request_id, new_request_id
@@ -207,19 +207,16 @@ class _Exchange:
         self.started = time.perf_counter()
         token = CURRENT.set(ctx)
         try:
+            raw, self.body = bytes(self.body), None  # type: ignore[assignment]
+            submit = route.submit
             if self.named is not None:  # a raw route: the bytes as they came
-                body: Any = bytes(self.body)
-                self.body = None  # type: ignore[assignment]
-                submitted = route.submit(plane, body, self.named, self.request_id, **self.params)  # type: ignore[misc]
+                answer, self.finish = submit(plane, raw, self.named, self.request_id, **self.params)  # type: ignore[misc]
             else:
                 if self.content_type is not None:
                     check_json_content_type(self.content_type.decode("latin-1"))
                 if self.encoding is not None:
                     check_identity_encoding(self.encoding.decode("latin-1"))
-                body = parse_json(bytes(self.body))
-                self.body = None  # type: ignore[assignment]
-                submitted = route.submit(plane, body, self.request_id, **self.params)  # type: ignore[misc]
-            answer, self.finish = submitted
+                answer, self.finish = submit(plane, parse_json(raw), self.request_id, **self.params)  # type: ignore[misc]
             if not isinstance(answer, asyncio.Future):  # the unusual cases: a coroutine, in a task
                 answer = asyncio.ensure_future(answer)
                 tasks = self.protocol.tasks  # type: ignore[union-attr]
@@ -240,7 +237,7 @@ class _Exchange:
                 media, out, extra = _JSON, orjson.dumps(finish(answer.result()), option=JSON_OPTIONS), b""
             else:  # a raw route: (content, media type, extra headers)
                 out, media_type, added = finish(answer.result())
-                media, extra = media_type.encode(), _header_lines(added.items())
+                media, extra = media_type.encode(), header_lines(header_pairs(added))
         except Exception as exc:
             self._failed(exc)
             return
@@ -248,7 +245,7 @@ class _Exchange:
 
     def _failed(self, exc: Exception) -> None:
         status, media, out, headers = error_answer(self.route, self.path, exc, self.request_id)
-        self._respond(status, media, out, _header_lines((k.decode(), v.decode()) for k, v in headers))
+        self._respond(status, media, out, header_lines(headers))
 
     def _respond(self, status: int, media: bytes, out: bytes, extra: bytes) -> None:
         protocol, self.protocol = self.protocol, None  # no cycle between the protocol and its exchange
@@ -276,10 +273,6 @@ class _Exchange:
         monitor.request_done(self.ctx, "POST", status, elapsed)
 
 
-def _header_lines(headers: Iterable[tuple[str, str]]) -> bytes:
-    return b"".join(f"{name.lower()}: {value}\r\n".encode("latin-1") for name, value in headers)
-
-
 class _NoEvent:
     """What uvicorn's protocol `set()`s on a cycle's message event: nothing waits on it here."""
 
@@ -296,5 +289,5 @@ def _default_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
     every second, so the lines are rendered once per list."""
     global _rendered
     if _rendered[0] is not headers:
-        _rendered = (headers, b"".join(name + b": " + value + b"\r\n" for name, value in headers))
+        _rendered = (headers, header_lines(headers))
     return _rendered[1]

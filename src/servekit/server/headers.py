@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from servekit.settings import Settings
 
-__all__ = ["DOCS_PATHS", "cors_headers", "security_headers"]
+__all__ = ["DOCS_PATHS", "cors_headers", "header_lines", "header_pairs", "security_headers"]
 
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 """Pages that load the documentation UI's scripts and styles: they get no Content-Security-Policy."""
@@ -52,3 +54,13 @@ def cors_headers(settings: Settings, origin: bytes | None) -> list[tuple[bytes, 
     if allowed != b"*":
         headers.append((b"vary", b"Origin"))
     return headers
+
+
+def header_pairs(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """Headers as ASGI gives them: lower-case names and values, in bytes."""
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+
+
+def header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """ASGI-style header pairs as HTTP/1.1 header lines."""
+    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)

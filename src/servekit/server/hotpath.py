@@ -33,7 +33,7 @@ from servekit.server.bodies import (
     over_limit,
     parse_json,
 )
-from servekit.server.headers import cors_headers, security_headers
+from servekit.server.headers import cors_headers, header_lines, header_pairs, security_headers
 from servekit.server.hotroutes import HotRoute
 from servekit.server.middleware import HEADER as REQUEST_ID_HEADER
 from servekit.server.middleware import accepted_request_id, new_request_id
@@ -70,9 +70,10 @@ class ServekitApp(FastAPI):
         for JSON-in, JSON-out routes with problem+json errors."""
         for route in routes:
             hot = route if isinstance(route, HotRoute) else HotRoute(*route)
-            self._hot.append((compile_path(hot.path)[0], hot))
+            entry = (compile_path(hot.path)[0], hot)
+            self._hot.append(entry)
             if hot.submit is not None:
-                self._fast.append((compile_path(hot.path)[0], hot))
+                self._fast.append(entry)
 
     def fast_route(self, path: str) -> tuple[HotRoute, dict[str, str]] | None:
         """The route and path parameters the HTTP fast path (`servekit.server.fastpath`) may
@@ -117,7 +118,7 @@ class ServekitApp(FastAPI):
         """Read, once, what every hot request needs from the app's state."""
         settings = self.state.settings
         self._headers = security_headers(settings)
-        self._header_block = b"".join(name + b": " + value + b"\r\n" for name, value in self._headers)
+        self._header_block = header_lines(self._headers)
         self._cors = bool(settings.cors_origins)
         guard = self.state.guard
         self._guard = guard if guard.active else None
@@ -161,7 +162,7 @@ class ServekitApp(FastAPI):
                 named = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
                 out, media_type, added = await route.answer(plane, raw, named, request_id, **params)
                 status, media = 200, media_type.encode()
-                headers += [(k.lower().encode(), v.encode()) for k, v in added.items()]
+                headers += header_pairs(added)
             else:
                 if content_type is not None:
                     check_json_content_type(content_type)
@@ -211,7 +212,7 @@ def error_answer(
         status = int(exc.status)
         if status >= 500 and not isinstance(exc, Overloaded):
             logger.error("POST %s failed: %s", path, exc.detail)
-        headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        headers = header_pairs(exc.headers)
         media, out = route.error_body(path, status, exc.title, exc.public_message, request_id)
         return status, media, out, headers
     logger.error("POST %s raised", path, exc_info=exc)

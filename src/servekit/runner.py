@@ -101,10 +101,17 @@ class Runner:
 
     async def stop(self) -> None:
         """Finish queued work, then stop the worker and unload the model."""
-        while self._pending:
-            await asyncio.sleep(0)  # the loop batch in flight is answered within a turn
-        if self._queue is not None:
-            await self._queue.join()
+        while True:
+            while self._pending:
+                await asyncio.sleep(0)  # the loop batch in flight is answered within a turn
+            if self._queue is not None:
+                await self._queue.join()
+            # A request handed this runner just before a swap may be a task that has not run its
+            # first step yet (the HTTP fast path starts the unusual cases that way): one more turn
+            # lets it queue its work, which is then answered like the rest.
+            await asyncio.sleep(0)
+            if not self._pending and (self._queue is None or self._queue.empty()):
+                break
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -244,6 +244,22 @@ def test_stop_drains_queued_work(predictor: Predictor) -> None:
     assert predictor.runtime.model is None  # stop() unloads the model
 
 
+def test_stop_answers_a_request_whose_task_has_not_started_yet(predictor: Predictor) -> None:
+    recorder = Recorder(predictor, delay=0.01)  # slow enough for the thread: `infer` gives a coroutine
+    [batch] = distinct_batches(predictor, [1])
+    expected = recorder.expected(batch)  # before stop() unloads the model
+
+    async def main() -> Prediction:
+        runner = Runner(predictor, RunnerSettings(inline_below_ms=0))
+        await runner.start()
+        task = asyncio.ensure_future(runner.infer(batch))  # as the fast path starts it: not run yet
+        await runner.stop()
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(main()).outputs.tolist() == pytest.approx(expected)
+    assert recorder.sizes == [1]
+
+
 def test_without_batching_each_request_runs_alone(predictor: Predictor) -> None:
     recorder = Recorder(predictor)
     batches = distinct_batches(predictor, [1, 3, 2])

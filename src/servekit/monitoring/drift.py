@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from servekit.monitoring.drift_settings import DEFAULT_WINDOW_SIZE, DriftSettings
+from servekit.monitoring.tails import chi2_sf, kolmogorov_sf
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -365,9 +366,7 @@ def _ks_statistic(reference: dict[str, Any], ordered: np.ndarray) -> float:
 def _ks_pvalue(statistic: float, n: int, m: int) -> float:
     """Two-sample p-value from the Kolmogorov distribution at `sqrt(n*m/(n+m)) * D`: its asymptotic
     tail, which for finite samples is slightly larger than the exact one (errs towards "ok")."""
-    from scipy.special import kolmogorov  # scipy.special: a fraction of scipy.stats' import time
-
-    return float(min(1.0, max(0.0, kolmogorov(math.sqrt(n * m / (n + m)) * statistic))))
+    return min(1.0, max(0.0, kolmogorov_sf(math.sqrt(n * m / (n + m)) * statistic)))
 
 
 # -- categorical -----------------------------------------------------------------------------------
@@ -449,12 +448,10 @@ def category_table(
 
 def _chi2(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
     """Chi-squared test of homogeneity of two count vectors (pooled: no empty column)."""
-    from scipy.special import chdtrc
-
     table = np.vstack([ref, cur])
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
     statistic = float(((table - expected) ** 2 / expected).sum())
-    return statistic, float(chdtrc(ref.size - 1, statistic))
+    return statistic, chi2_sf(ref.size - 1, statistic)
 
 
 def _pool(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,8 @@ class Point:
     count_status: bool = False
     best_of: int = 1
     """Measure this many times and keep the highest RPS (the ceiling: the most the stack can do)."""
+    pin_wrk: bool = True
+    """False: wrk may run on any core too (the `--workers` rows, which the targets ask unpinned)."""
 
 
 @dataclass
@@ -106,6 +108,7 @@ def measure(ctx: Context, server: Server, point: Point) -> tuple[Load, str]:
             headers=point.headers,
             content_type=point.content_type,
             count_status=point.count_status,
+            pin_wrk=point.pin_wrk,
         )
 
     load = once()

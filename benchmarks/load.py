@@ -81,8 +81,10 @@ def run_load(
     headers: dict[str, str] | None = None,
     content_type: str = "application/json",
     count_status: bool = False,
+    pin_wrk: bool = True,
 ) -> Load:
-    """One measured point. Raises `BenchFailure` when wrk fails or prints no result."""
+    """One measured point (wrk on `wrk_core()`, or anywhere without `pin_wrk`). Raises
+    `BenchFailure` when wrk fails or prints no result."""
     env = {
         **os.environ,
         "BODY_FILE": str(body.resolve()),
@@ -93,7 +95,7 @@ def run_load(
     base = ["wrk", "-t1", f"-c{connections}", "--timeout", "10s", "-s", str(LUA)]
 
     def wrk(seconds: float) -> str:
-        command = pinned([*base, f"-d{max(1, round(seconds))}s", url], wrk_core())
+        command = pinned([*base, f"-d{max(1, round(seconds))}s", url], wrk_core() if pin_wrk else None)
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
         except subprocess.TimeoutExpired as exc:

@@ -188,7 +188,7 @@ def workers_section(ctx: Context) -> None:
     rps: dict[int, float] = {}
     cpu: dict[int, float] = {}
     for workers in (1, 2):
-        point = Point(f"{NATIVE}, unpinned", "logreg", 64, route, model.bodies["row"])
+        point = Point(f"{NATIVE}, unpinned", "logreg", 64, route, model.bodies["row"], pin_wrk=False)
         rows = session(
             ctx,
             f"servekit --workers {workers}",
@@ -201,7 +201,7 @@ def workers_section(ctx: Context) -> None:
             rps[workers] = rows[0].load.rps
             cpu[workers] = rows[0].load.server_cpu or 0.0
     value = rps[2] / rps[1] if 1 in rps and 2 in rps and rps[1] else None
-    note = "servers unpinned, wrk on its core"
+    note = "servers and wrk unpinned"
     if value is not None and cpu.get(1) and cpu.get(2):
         efficiency = (rps[2] / cpu[2]) / (rps[1] / cpu[1])
         note += (

@@ -167,11 +167,24 @@ def cpu_seconds(pid: int) -> float:
     return total / CLOCK_TICKS
 
 
-def rss_mb(pid: int) -> float | None:
-    """VmRSS of one process in MiB."""
+def metric_value(base: str, name: str, timeout: float = 5.0) -> float | None:
+    """One unlabelled sample of the server's Prometheus `/metrics`; None if absent or unreachable."""
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=timeout) as response:
+            text = response.read().decode()
+    except (OSError, ValueError):
+        return None
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return None
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """VmRSS (or another `/proc/PID/status` size, such as the peak `VmHWM`) of one process in MiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None

@@ -26,7 +26,7 @@ from costs import cold_section, floor_section, import_section
 from harness import Context, Point, python_exe, runtime_of, servekit_command, session
 from load import ensure_wrk, wrk_core
 from models import MODEL_NAMES, build_model
-from procs import Processes, Server, rss_mb
+from procs import Processes, Server, metric_value, rss_mb
 from profiling import profile_server
 from report import CEILING, Results, Row, Scalar, load_average, machine_info, render, to_json
 
@@ -42,6 +42,21 @@ GRANIAN_INSTALL_TIMEOUT_S = 180
 CEILING_BEST_OF = 2
 RATIO_CONNS = 64
 """The connection count of the points compared with the ceiling (and invalid with valid bodies)."""
+
+
+RSS_SCALAR = "server RSS after its points"
+PREDICTION_LOG_WAIT_S = 15.0
+
+
+def wait_for_prediction_log(server: Server) -> float:
+    """Seconds until the server's prediction log has no record waiting (at most
+    `PREDICTION_LOG_WAIT_S`): its backlog after a many-row point is load, not the worker's size."""
+    started = time.monotonic()
+    while time.monotonic() - started < PREDICTION_LOG_WAIT_S:
+        if not metric_value(server.base, "servekit_prediction_log_pending"):  # 0, or no metrics
+            break
+        time.sleep(0.2)
+    return time.monotonic() - started
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -80,8 +95,14 @@ def servekit_session(ctx: Context, name: str, wanted: set[str]) -> None:
     model = ctx.models[name]
 
     def after(server: Server, rows: list[Row]) -> None:
+        peak = rss_mb(server.pid, "VmHWM")
+        waited = wait_for_prediction_log(server)
         rss = rss_mb(server.pid)
-        ctx.results.scalars.append(Scalar("server RSS after warm-up", name, rss, "MB", "VmRSS of the server process"))
+        note = (
+            f"VmRSS once the prediction log had nothing waiting, {waited:.1f} s after the last point; "
+            f"peak during the points (VmHWM) {peak or 0:.0f} MB"
+        )
+        ctx.results.scalars.append(Scalar(RSS_SCALAR, name, rss, "MB", note))
         if ctx.args.profile and name == "logreg":
             profile_server(ctx, server, model)
 

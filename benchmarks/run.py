@@ -95,9 +95,9 @@ def servekit_session(ctx: Context, name: str, wanted: set[str]) -> None:
     model = ctx.models[name]
 
     def after(server: Server, rows: list[Row]) -> None:
-        peak = rss_mb(server.pid, "VmHWM")
         waited = wait_for_prediction_log(server)
         rss = rss_mb(server.pid)
+        peak = rss_mb(server.pid, "VmHWM")
         note = (
             f"VmRSS once the prediction log had nothing waiting, {waited:.1f} s after the last point; "
             f"peak during the points (VmHWM) {peak or 0:.0f} MB"

@@ -43,6 +43,8 @@ logger = logging.getLogger("servekit.runner")
 
 _SMOOTHING = 0.1
 _CLIP = 4.0
+_STOP_POLL_S = 0.005
+"""How often `stop` looks again while predictions run in the thread without a queue."""
 
 
 @dataclass(slots=True)
@@ -108,9 +110,11 @@ class Runner:
                 await self._queue.join()
             # A request handed this runner just before a swap may be a task that has not run its
             # first step yet (the HTTP fast path starts the unusual cases that way): one more turn
-            # lets it queue its work, which is then answered like the rest.
-            await asyncio.sleep(0)
-            if not self._pending and (self._queue is None or self._queue.empty()):
+            # lets it queue its work. `join` alone is not enough: a job queued between the last
+            # `task_done` and the wake-up of `join` is let through, and the worker may already hold
+            # it; `in_flight` counts every request of the thread path until its answer is read.
+            await asyncio.sleep(0 if self._queue is not None or not self.in_flight else _STOP_POLL_S)
+            if not self._pending and not self.in_flight:
                 break
         if self._worker is not None:
             self._worker.cancel()

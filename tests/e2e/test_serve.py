@@ -108,7 +108,12 @@ class Traffic:
         return [[v for v, _ in itertools.groupby(v for _, _, v in answers)] for answers in self.answers]
 
     def summary(self) -> str:
-        return f"{sum(map(len, self.answers))} answers, versions {self.versions()}, failures {self.failures()[:5]}"
+        now = time.monotonic()
+        quiet = [f"{now - answers[-1][0]:.1f}" if answers else "-" for answers in list(self.answers)]
+        return (
+            f"{sum(map(len, self.answers))} answers ({[len(a) for a in self.answers]} per thread, the last one "
+            f"{quiet} s ago), versions {self.versions()}, failures {self.failures()[:5]}"
+        )
 
 
 def test_alias_moves_and_rolls_back_under_traffic_without_a_failed_request(tmp_path: Path, servekit_home: Path) -> None:

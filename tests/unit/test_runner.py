@@ -260,6 +260,38 @@ def test_stop_answers_a_request_whose_task_has_not_started_yet(predictor: Predic
     assert recorder.sizes == [1]
 
 
+def test_stop_answers_a_request_queued_as_the_last_job_is_marked_done(predictor: Predictor) -> None:
+    """`Queue.join` wakes up on the event its last `task_done` set even when a job was queued in
+    between; the worker may then hold that job while the queue looks empty. `stop` must still
+    wait for its answer (an alias swap once left such a request unanswered)."""
+    recorder = Recorder(predictor, delay=0.01)  # slow enough for the thread: `infer` gives a coroutine
+    first, second = distinct_batches(predictor, [1, 1])
+    expected = recorder.expected(second)
+
+    async def main() -> Prediction:
+        runner = Runner(predictor, RunnerSettings(inline_below_ms=0))
+        await runner.start()
+        queue = runner._queue
+        assert queue is not None
+        late: list[asyncio.Future[Prediction]] = []
+        mark_done = queue.task_done
+
+        def task_done() -> None:  # a request arrives just as the first job is marked done
+            if not late:
+                late.append(asyncio.ensure_future(runner.infer(second)))
+            mark_done()
+
+        queue.task_done = task_done  # type: ignore[method-assign]
+        answer = asyncio.ensure_future(runner.infer(first))
+        await asyncio.sleep(0)  # queued; the worker takes it to the thread
+        await runner.stop()
+        await answer
+        return await asyncio.wait_for(late[0], 5)
+
+    assert asyncio.run(main()).outputs.tolist() == pytest.approx(expected)
+    assert recorder.sizes == [1, 1]
+
+
 def test_without_batching_each_request_runs_alone(predictor: Predictor) -> None:
     recorder = Recorder(predictor)
     batches = distinct_batches(predictor, [1, 3, 2])

@@ -67,6 +67,18 @@ def _which(tool: str) -> str | None:
     return shutil.which(tool, path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin{os.pathsep}/sbin")
 
 
+def _free_space() -> str:
+    """Free disk where podman stores layers and where builds unpack: a full disk shows as a closed pipe."""
+    places = ("/var/lib/containers/storage", tempfile.gettempdir())
+    free = []
+    for place in places:
+        try:
+            free.append(f"{place} {shutil.disk_usage(place).free / 2**30:.1f} GiB")
+        except OSError:
+            continue
+    return "free disk: " + ", ".join(free) if free else "free disk: unknown"
+
+
 def require_tools() -> None:
     """Skip (fail under CI) unless podman, runc and debootstrap are here and we are root."""
     problems = [f"{tool} is not installed" for tool in TOOLS if _which(tool) is None]
@@ -105,7 +117,7 @@ class Podman:
             result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             output = (result.stdout or "")[-4000:] + (result.stderr or "")[-4000:]
-            raise AssertionError(f"podman {' '.join(args)} exited {result.returncode}:\n{output}")
+            raise AssertionError(f"podman {' '.join(args)} exited {result.returncode}:\n{output}\n{_free_space()}")
         return result
 
     def inspect(self, name: str) -> dict[str, Any]:

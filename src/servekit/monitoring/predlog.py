@@ -42,6 +42,7 @@ from servekit.monitoring.predlog_export import (
     parse_since,
     read_log,
 )
+from servekit.monitoring.predlog_sqlite import SqliteBlockInserter
 from servekit.prediction import Prediction
 from servekit.registry.database import (
     describe_url,
@@ -129,6 +130,7 @@ class PredictionLog:
         self._closing = False
         self._close_deadline = math.inf
         self._engine: Engine | None = None
+        self._sqlite: SqliteBlockInserter | None = None  # the insert path on SQLite
         self._incident = False
         self._incident_lost = 0
         self._warned = False
@@ -321,8 +323,7 @@ class PredictionLog:
                         if not self._queued:
                             break
         finally:
-            if self._engine is not None:
-                self._engine.dispose()
+            self._dispose()
 
     def _cycle(self, *, everything: bool) -> None:
         """Write what was queued when the cycle began, `batch_size` records per transaction: only
@@ -357,7 +358,7 @@ class PredictionLog:
         with self._lock:
             if self._queued:
                 return
-        self._engine.dispose()
+        self._dispose()
         self._rows_since_connect = 0
         release_free_memory()
 
@@ -416,6 +417,9 @@ class PredictionLog:
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         engine = self._ensure_engine()
+        if self._sqlite is not None:
+            self._sqlite.insert(rows)
+            return
         with write_transaction(engine) as connection:
             connection.execute(insert(prediction_log_blocks), rows)
 
@@ -431,14 +435,22 @@ class PredictionLog:
                 engine.dispose()
                 raise
             self._engine = engine
+            self._sqlite = SqliteBlockInserter(engine) if engine.dialect.name == "sqlite" else None
         return self._engine
+
+    def _dispose(self) -> None:
+        """Close the database connections (the engine connects again when next used)."""
+        if self._sqlite is not None:
+            self._sqlite.close()
+        if self._engine is not None:
+            self._engine.dispose()
 
     def _failing(self, exc: BaseException) -> None:
         if not self._incident:
             self._incident = True
             logger.info("prediction log: cannot write (%s); retrying for up to %gs", _reason(exc), self._retry_s)
         if self._engine is not None and not is_contention(exc):
-            self._engine.dispose()  # a broken connection or a replaced file: reconnect next time
+            self._dispose()  # a broken connection or a replaced file: reconnect next time
 
     def _maybe_prune(self) -> None:
         now = time.monotonic()

@@ -291,7 +291,7 @@ class Monitor:
                     "method": method,
                     "route": ctx.route,
                     "status": status,
-                    "latency_ms": round(seconds * 1000, 3),
+                    "latency_ms": int(seconds * 1_000_000 + 0.5) / 1000,  # µs precision; round() costs 4x
                     "model": ctx.model or None,
                     "version": ctx.version or None,
                     "rows": ctx.rows,
@@ -414,13 +414,15 @@ def _version(version: int | None) -> str:
 
 
 def _iso(at: float) -> str:
-    """UTC ISO-8601 with milliseconds; the formatted second is reused while it lasts."""
-    global _ISO_SECOND, _ISO_PREFIX
-    second = int(at)
-    if second != _ISO_SECOND:
-        _ISO_SECOND, _ISO_PREFIX = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{_ISO_PREFIX}.{int((at - second) * 1000):03d}Z"
+    """UTC ISO-8601 with milliseconds; the text is reused while the millisecond lasts (a drained
+    slice holds many requests of the same millisecond under load)."""
+    global _ISO_MS, _ISO_TEXT
+    ms = int(at * 1000)
+    if ms != _ISO_MS:
+        second, rest = divmod(ms, 1000)
+        _ISO_MS, _ISO_TEXT = ms, f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}.{rest:03d}Z"
+    return _ISO_TEXT
 
 
-_ISO_SECOND = -1
-_ISO_PREFIX = ""
+_ISO_MS = -1
+_ISO_TEXT = ""

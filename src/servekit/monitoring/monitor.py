@@ -205,11 +205,12 @@ class Monitor:
         lines: list[bytes] = []
         logged: list[Segment] = []
         tally = Tally()
+        answered: dict[tuple[str, str, str, int], list[float]] = {}
         for _ in range(count):
             event = events.popleft()
             kind = event[0]
             if kind == _REQUEST:
-                self._record_request(event, tally, lines)
+                self._record_request(event, answered, lines)
             elif kind == _PREDICTED:
                 self._record_prediction(event, tally, logged)
             elif kind == _BATCH:
@@ -217,6 +218,7 @@ class Monitor:
             else:
                 self._record_call(event, tally)
         if self.metrics is not None:
+            self._count_requests(answered, tally)
             tally.apply(self._child)
         if logged:
             self.prediction_log.record_segments(logged)  # type: ignore[union-attr]
@@ -263,21 +265,39 @@ class Monitor:
         log = self.prediction_log
         return log is not None and log.rows_waiting > BULK_BACKLOG_ROWS
 
-    def _record_request(self, event: tuple[Any, ...], tally: Tally, lines: list[bytes]) -> None:
+    def _record_request(
+        self, event: tuple[Any, ...], answered: dict[tuple[str, str, str, int], list[float]], lines: list[bytes]
+    ) -> None:
+        """Per request only its duration, under its (model, version, route, status); the metrics'
+        labels are made once per such group (`_count_requests`)."""
         _, ctx, method, status, seconds, at = event
         if ctx.rows >= BULK_REQUEST_ROWS:  # small requests do not leave big holes in the heap
             self.memory.rows += ctx.rows
-        m = self.metrics
-        if m is not None:
-            route = ctx.route
-            labels = (ctx.model, ctx.version, route, protocol_of(route), str(status))
-            tally.count(m.requests, labels)
-            tally.observe(m.request_duration, labels, seconds)
-            budget = self._budgets.get(route, self._default_budget)
-            if budget is not None and seconds * 1000 > budget:
-                tally.count(m.requests_over_budget, (route, labels[3]))
+        if self.metrics is not None:
+            key = (ctx.model, ctx.version, ctx.route, status)
+            durations = answered.get(key)
+            if durations is None:
+                answered[key] = [seconds]
+            else:
+                durations.append(seconds)
         if self.access_log:
             lines.append(self._access_line(ctx, method, status, seconds, at))
+
+    def _count_requests(self, answered: dict[tuple[str, str, str, int], list[float]], tally: Tally) -> None:
+        """Requests, their durations and those over their route's latency budget, per group."""
+        m = self.metrics
+        if m is None:
+            return
+        for (model, version, route, status), durations in answered.items():
+            labels = (model, version, route, protocol_of(route), str(status))
+            tally.count(m.requests, labels, len(durations))
+            tally.observe_all(m.request_duration, labels, durations)
+            budget = self._budgets.get(route, self._default_budget)
+            if budget is not None:
+                limit = budget / 1000
+                over = sum(seconds > limit for seconds in durations)
+                if over:
+                    tally.count(m.requests_over_budget, (route, labels[3]), over)
 
     def _access_line(self, ctx: RequestContext, method: str, status: int, seconds: float, at: float) -> bytes:
         if self.json_log:

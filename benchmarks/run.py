@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -252,18 +253,20 @@ MONITORING_VARIANTS = {
 }
 
 
-MONITORING_ROUNDS = 3
+MONITORING_ROUNDS = 5
 
 
 def monitoring_section(ctx: Context) -> None:
     """What metrics, the access log and the prediction log cost: the same point, three settings,
     measured in `MONITORING_ROUNDS` interleaved rounds (a single pair of runs on a shared VM moves
-    by more than the few per cent being measured); the ratios are of the summed requests."""
+    by more than the few per cent being measured), every other round in reverse order (so no
+    setting always runs right after the same one); the ratios are of the summed requests."""
     model = ctx.models["logreg"]
     route = "/v1/models/logreg/predict"
     rps: dict[str, list[float]] = {variant: [] for variant in MONITORING_VARIANTS}
     for round_ in range(1, MONITORING_ROUNDS + 1):
-        for variant, env in MONITORING_VARIANTS.items():
+        variants = list(MONITORING_VARIANTS.items())
+        for variant, env in variants if round_ % 2 else reversed(variants):
             home = ctx.work / f"home-{round_}-{len(rps[variant])}-{variant.replace(' ', '-')}"
             point = Point(f"{NATIVE}, {variant} (round {round_})", "logreg", 64, route, model.bodies["row"])
             rows = session(
@@ -286,8 +289,10 @@ def monitoring_section(ctx: Context) -> None:
         complete = len(numerator) == len(denominator) == MONITORING_ROUNDS
         value = sum(numerator) / sum(denominator) if complete else None
         if complete:
-            each = ", ".join(f"{a / b:.3f}" for a, b in zip(numerator, denominator, strict=True))
-            note += f"; {MONITORING_ROUNDS} interleaved rounds, ratio of the sums (each round: {each})"
+            rounds = [a / b for a, b in zip(numerator, denominator, strict=True)]
+            each = ", ".join(f"{ratio:.3f}" for ratio in rounds)
+            note += f"; {MONITORING_ROUNDS} interleaved rounds, ratio of the sums (each round: {each}; median"
+            note += f" {statistics.median(rounds):.3f})"
         failed = None if value is not None else "a monitoring run failed"
         ctx.results.scalars.append(Scalar(label, "logreg", value, "x", note, failed=failed))
 

@@ -95,14 +95,25 @@ def _count_keys(value: Any) -> int:
     key was dropped as a duplicate. Skipped parts only make the count smaller, which sends the body
     to the exact check: never a duplicate missed, and a body of numbers costs no walk."""
     count, stack = 0, [value]
+    pop, push = stack.pop, stack.append
     while stack:
-        item = stack.pop()
-        if type(item) is dict:
+        item = pop()
+        kind = type(item)
+        if kind is dict:
             count += len(item)
-            stack.extend(v for v in item.values() if type(v) is dict or (type(v) is list and v))
-        elif type(item) is list and item and type(item[0]) in (dict, list):
-            stack.extend(v for v in item if type(v) is dict or (type(v) is list and v))
+            children = item.values()
+        elif kind is list and item and type(item[0]) in _NESTED:
+            children = item
+        else:
+            continue
+        for child in children:  # a loop, not a generator: this runs for every JSON body
+            kind = type(child)
+            if kind is dict or (kind is list and child):
+                push(child)
     return count
+
+
+_NESTED = (dict, list)
 
 
 def _check_unique_keys(body: bytes) -> None:

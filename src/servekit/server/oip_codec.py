@@ -14,8 +14,7 @@ import math
 import re
 import struct
 import zlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -60,11 +59,11 @@ _JSON_NUMBER = frozenset({int, float})
 _JSON_INTEGER = frozenset({int})
 _LENGTH = struct.Struct("<I")
 _WHOLE_NUMBER = re.compile(r"^[0-9]+$")
+_ITEMSIZES = {datatype: np.dtype(numpy_type).itemsize for datatype, numpy_type in NUMPY_TYPES.items()}
 _ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-@dataclass(frozen=True)
-class Tensor:
+class Tensor(NamedTuple):
     """One decoded input: `data` has the declared shape; BYTES elements are `str`."""
 
     name: str
@@ -73,15 +72,13 @@ class Tensor:
     data: np.ndarray
 
 
-@dataclass(frozen=True)
-class RequestedOutput:
+class RequestedOutput(NamedTuple):
     name: str
     binary: bool | None
     """`parameters.binary_data` of the output, `None` when not given."""
 
 
-@dataclass(frozen=True)
-class InferenceRequest:
+class InferenceRequest(NamedTuple):
     id: str | None
     inputs: list[Tensor]
     outputs: list[RequestedOutput] | None
@@ -89,8 +86,7 @@ class InferenceRequest:
     """The request's `parameters.binary_data_output`."""
 
 
-@dataclass(frozen=True)
-class OutputTensor:
+class OutputTensor(NamedTuple):
     name: str
     datatype: str
     data: np.ndarray
@@ -173,7 +169,7 @@ def _input(item: Any, number: int, binary: bytes, offset: int) -> tuple[Tensor, 
     if datatype not in DATATYPES:
         raise MalformedRequest(f"{where}: unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}")
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if type(shape) is not list or not _dimensions(shape):
         raise MalformedRequest(f"{where}: 'shape' must be a list of non-negative integers")
     size = _parameters(item, where).get("binary_data_size")
     if size is None:
@@ -191,6 +187,15 @@ def _input(item: Any, number: int, binary: bytes, offset: int) -> tuple[Tensor, 
         )
     raw = binary[offset : offset + size]
     return Tensor(name, datatype, tuple(shape), _from_bytes(where, datatype, shape, raw)), offset + size
+
+
+def _dimensions(shape: list[Any]) -> bool:
+    """Every dimension a non-negative integer (a JSON boolean is none); a loop, cheaper than
+    `all()` over a generator for the one or two dimensions of a usual request."""
+    for dimension in shape:  # noqa: SIM110
+        if type(dimension) is not int or dimension < 0:
+            return False
+    return True
 
 
 def _requested_outputs(outputs: Any) -> list[RequestedOutput] | None:
@@ -257,7 +262,7 @@ def _from_bytes(where: str, datatype: str, shape: list[int], raw: bytes) -> np.n
         array = np.empty(count, dtype=object)
         array[:] = values
         return array.reshape(shape)
-    itemsize = np.dtype(NUMPY_TYPES[datatype]).itemsize
+    itemsize = _ITEMSIZES[datatype]
     if len(raw) != count * itemsize:
         raise MalformedRequest(
             f"{where}: binary_data_size is {len(raw)} bytes but shape {shape} of {datatype} takes {count * itemsize}"

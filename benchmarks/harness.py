@@ -4,6 +4,7 @@ the servekit command line. Failures become failed rows, never a crash."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -142,7 +143,12 @@ def session(
     describe: Callable[[Server], str] | None = None,
     after: Callable[[Server, list[Row]], None] | None = None,
 ) -> list[Row]:
-    """Start one server, run its points, stop it. Failures become failed rows."""
+    """Start one server, run its points, stop it. Failures become failed rows.
+
+    The disk's dirty pages are written out first (`os.sync`): what earlier servers wrote (many-row
+    requests fill the prediction log by the megabyte) would otherwise be written back by the
+    kernel in the middle of this server's points, and counted against it."""
+    os.sync()
     server = ctx.server(label, pinned(command, core), cwd=cwd, env=env or {})
     ctx.log(f"{label}: starting ({' '.join(command[:4])} …)")
     try:

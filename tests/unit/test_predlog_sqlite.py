@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from servekit.registry.database import is_contention, make_engine, prediction_lo
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
+def engine(tmp_path: Path) -> Iterator[Engine]:
     made = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
 
     @event.listens_for(made, "connect")

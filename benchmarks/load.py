@@ -142,3 +142,70 @@ def run_load(
         other_cpu=other_cpu,
         status=status,
     )
+
+
+@dataclass
+class SharedLoad:
+    """One server's share of a side-by-side point (`run_side_by_side`)."""
+
+    rps: float
+    requests: int
+    errors: int
+    cpu_us_per_request: float
+    """The server's CPU time over the measured run, per request answered."""
+
+
+def run_side_by_side(
+    targets: list[tuple[str, int]], body: Path, connections: int, duration_s: float, warmup_s: float
+) -> list[SharedLoad]:
+    """Several servers loaded at the same time, each by its own wrk (on `wrk_core()`); `targets`
+    are (url, server pid). Servers pinned to the same core then share whatever else the machine
+    does during the run, so comparing their CPU per request is not blurred by the slow and fast
+    phases of a shared VM, which move sequential points by several per cent. Raises `BenchFailure`
+    when a wrk fails or prints no result."""
+    env = {**os.environ, "BODY_FILE": str(body.resolve()), "CONTENT_TYPE": "application/json", "COUNT_STATUS": "0"}
+    env.pop("EXTRA_HEADERS", None)
+    base = ["wrk", "-t1", f"-c{connections}", "--timeout", "10s", "-s", str(LUA)]
+
+    def together(seconds: float) -> list[str]:
+        command = [*base, f"-d{max(1, round(seconds))}s"]
+        started = [
+            subprocess.Popen(
+                pinned([*command, url], wrk_core()), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for url, _ in targets
+        ]
+        outputs = []
+        for process in started:
+            try:
+                out, err = process.communicate(timeout=seconds + 60)
+            except subprocess.TimeoutExpired as exc:
+                for other in started:
+                    other.kill()
+                raise BenchFailure(f"wrk did not finish within {seconds + 60:.0f} s") from exc
+            if process.returncode != 0:
+                raise BenchFailure(f"wrk failed: {(err or out).strip()[:200]}")
+            outputs.append(out)
+        return outputs
+
+    if warmup_s > 0:
+        together(warmup_s)
+    before = [cpu_seconds(pid) for _, pid in targets]
+    outputs = together(duration_s)
+    after = [cpu_seconds(pid) for _, pid in targets]
+    loads = []
+    for out, start, end in zip(outputs, before, after, strict=True):
+        match = RESULT_LINE.search(out)
+        if match is None:
+            raise BenchFailure(f"wrk printed no RESULT line: {out.strip()[-200:]}")
+        values = dict(item.split("=", 1) for item in match.group(1).split())
+        requests = int(values["requests"])
+        loads.append(
+            SharedLoad(
+                rps=float(values["rps"]),
+                requests=requests,
+                errors=int(values["errors"]),
+                cpu_us_per_request=(end - start) / requests * 1e6 if requests else float("inf"),
+            )
+        )
+    return loads

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from costs import cold_section, floor_section, import_section
 from harness import Context, Point, python_exe, runtime_of, servekit_command, session
-from load import ensure_wrk, wrk_core
-from models import MODEL_NAMES, build_model
-from procs import Processes, Server, metric_value, rss_mb
+from load import ensure_wrk, run_side_by_side, wrk_core
+from models import MODEL_NAMES, BenchModel, build_model
+from procs import BenchFailure, Processes, Server, metric_value, pinned, rss_mb
 from profiling import profile_server
 from report import CEILING, Results, Row, Scalar, load_average, machine_info, render, to_json
 
@@ -295,6 +295,65 @@ def monitoring_section(ctx: Context) -> None:
             note += f" {statistics.median(rounds):.3f})"
         failed = None if value is not None else "a monitoring run failed"
         ctx.results.scalars.append(Scalar(label, "logreg", value, "x", note, failed=failed))
+    side_by_side(ctx, model, route)
+
+
+SIDE_BY_SIDE_ROUNDS = 5
+SIDE_BY_SIDE = {"prediction log off": {"SERVEKIT_PREDICTION_LOG__ENABLED": "false"}, "defaults (all on)": {}}
+
+
+def side_by_side(ctx: Context, model: BenchModel, route: str) -> None:
+    """The prediction log's CPU per request with both servers on the server core at the same time,
+    each driven by its own wrk at 64 connections (`run_side_by_side`), in fresh servers each round:
+    the machine's slow and fast phases then weigh on both alike."""
+    costs: dict[str, list[float]] = {variant: [] for variant in SIDE_BY_SIDE}
+    for round_ in range(1, SIDE_BY_SIDE_ROUNDS + 1):
+        os.sync()
+        servers: list[Server] = []
+        try:
+            for variant, env in SIDE_BY_SIDE.items():
+                home = ctx.work / f"home-side-{round_}-{variant.replace(' ', '-')}"
+                server = ctx.server(
+                    f"servekit side by side, {variant}",
+                    pinned(servekit_command(model.bundle), ctx.server_core),
+                    env={**env, "SERVEKIT_HOME": str(home)},
+                )
+                servers.append(ctx.procs.start(server))
+            for server in servers:
+                server.wait_ready("/health/ready")
+            loads = run_side_by_side(
+                [(server.base + route, server.pid) for server in servers],
+                model.bodies["row"],
+                64,
+                ctx.args.duration,
+                ctx.args.warmup,
+            )
+        except (BenchFailure, OSError) as exc:
+            ctx.log(f"side by side round {round_}: FAILED {exc}")
+            continue
+        finally:
+            for server in servers:
+                ctx.procs.stop(server)
+        if any(load.errors for load in loads):
+            ctx.log(f"side by side round {round_}: errors {[load.errors for load in loads]}, not counted")
+            continue
+        for variant, load in zip(SIDE_BY_SIDE, loads, strict=True):
+            costs[variant].append(load.cpu_us_per_request)
+        ctx.log(f"side by side round {round_}: " + ", ".join(f"{v} {c[-1]:.2f} us" for v, c in costs.items()))
+    off, on = costs.values()
+    complete = len(off) == len(on) == SIDE_BY_SIDE_ROUNDS
+    value = sum(off) / sum(on) if complete else None
+    note = "server CPU per request, log off / log on, both servers on the same core at the same time"
+    if complete:
+        each = ", ".join(f"{a / b:.3f}" for a, b in zip(off, on, strict=True))
+        note += (
+            f"; {SIDE_BY_SIDE_ROUNDS} rounds of fresh servers (each round: {each}); median µs per request: log off "
+            f"{statistics.median(off):.2f}, log on {statistics.median(on):.2f}"
+        )
+    failed = None if complete else "a side-by-side round failed"
+    ctx.results.scalars.append(
+        Scalar("prediction log CPU per request, side by side @64", "logreg", value, "x", note, failed=failed)
+    )
 
 
 # -- main ----------------------------------------------------------------------------------------

@@ -87,7 +87,14 @@ def free_port() -> int:
 class ServerProcess:
     """A real `servekit serve` process on 127.0.0.1 and a random port."""
 
-    def __init__(self, args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        unset: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"servekit-{self.port}.log"
@@ -96,7 +103,7 @@ class ServerProcess:
             [SERVEKIT, *args, "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={key: value for key, value in {**os.environ, **(env or {})}.items() if key not in unset},
             cwd=cwd,
         )
 

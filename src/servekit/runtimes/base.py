@@ -9,6 +9,7 @@ with `MissingDependency` naming the extra to install.
 from __future__ import annotations
 
 import importlib
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,8 +103,22 @@ class Runtime(ABC):
         return {"format": self.format, "path": self.path.name}
 
 
+ORT_TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
+
+
+def quiet_onnxruntime() -> None:
+    """Keep ONNX Runtime from sending usage telemetry. Its official builds do so on Linux and macOS
+    too (a process event, then session, model and runtime events) and keep a device id and an
+    offline event store under `~/.cache/Microsoft`; a model server should not report on the models
+    it serves. Off unless the operator set `ORT_DISABLE_TELEMETRY` themselves; onnxruntime reads
+    it once, when it is first imported in the process."""
+    os.environ.setdefault(ORT_TELEMETRY_ENV, "1")
+
+
 def import_optional(module: str, extra: str | None) -> ModuleType:
     """Import a library a format needs, or raise `MissingDependency` naming the extra."""
+    if module.partition(".")[0] == "onnxruntime":
+        quiet_onnxruntime()
     try:
         return importlib.import_module(module)
     except ImportError as exc:

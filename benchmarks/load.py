@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from procs import CLOCK_TICKS, BenchFailure, cpu_seconds, pinned
+from procs import CLOCK_TICKS, BenchFailure, cpu_seconds, main_thread_cpu_seconds, pinned
 
 LUA = Path(__file__).resolve().parent / "wrk.lua"
 RESULT_LINE = re.compile(r"^RESULT (.*)$", re.MULTILINE)
@@ -153,6 +153,8 @@ class SharedLoad:
     errors: int
     cpu_us_per_request: float
     """The server's CPU time over the measured run, per request answered."""
+    loop_us_per_request: float
+    """The same for its main thread alone (the event loop); the rest is its other threads."""
 
 
 def run_side_by_side(
@@ -190,11 +192,11 @@ def run_side_by_side(
 
     if warmup_s > 0:
         together(warmup_s)
-    before = [cpu_seconds(pid) for _, pid in targets]
+    before = [(cpu_seconds(pid), main_thread_cpu_seconds(pid)) for _, pid in targets]
     outputs = together(duration_s)
-    after = [cpu_seconds(pid) for _, pid in targets]
+    after = [(cpu_seconds(pid), main_thread_cpu_seconds(pid)) for _, pid in targets]
     loads = []
-    for out, start, end in zip(outputs, before, after, strict=True):
+    for out, (start, loop_start), (end, loop_end) in zip(outputs, before, after, strict=True):
         match = RESULT_LINE.search(out)
         if match is None:
             raise BenchFailure(f"wrk printed no RESULT line: {out.strip()[-200:]}")
@@ -206,6 +208,7 @@ def run_side_by_side(
                 requests=requests,
                 errors=int(values["errors"]),
                 cpu_us_per_request=(end - start) / requests * 1e6 if requests else float("inf"),
+                loop_us_per_request=(loop_end - loop_start) / requests * 1e6 if requests else float("inf"),
             )
         )
     return loads

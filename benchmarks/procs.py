@@ -167,6 +167,16 @@ def cpu_seconds(pid: int) -> float:
     return total / CLOCK_TICKS
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid`'s main thread only (for a servekit server: the event loop),
+    in seconds; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def metric_value(base: str, name: str, timeout: float = 5.0) -> float | None:
     """One unlabelled sample of the server's Prometheus `/metrics`; None if absent or unreachable."""
     try:

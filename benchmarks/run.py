@@ -307,6 +307,7 @@ def side_by_side(ctx: Context, model: BenchModel, route: str) -> None:
     each driven by its own wrk at 64 connections (`run_side_by_side`), in fresh servers each round:
     the machine's slow and fast phases then weigh on both alike."""
     costs: dict[str, list[float]] = {variant: [] for variant in SIDE_BY_SIDE}
+    loop_costs: dict[str, list[float]] = {variant: [] for variant in SIDE_BY_SIDE}
     for round_ in range(1, SIDE_BY_SIDE_ROUNDS + 1):
         os.sync()
         servers: list[Server] = []
@@ -339,6 +340,7 @@ def side_by_side(ctx: Context, model: BenchModel, route: str) -> None:
             continue
         for variant, load in zip(SIDE_BY_SIDE, loads, strict=True):
             costs[variant].append(load.cpu_us_per_request)
+            loop_costs[variant].append(load.loop_us_per_request)
         ctx.log(f"side by side round {round_}: " + ", ".join(f"{v} {c[-1]:.2f} us" for v, c in costs.items()))
     off, on = costs.values()
     complete = len(off) == len(on) == SIDE_BY_SIDE_ROUNDS
@@ -346,9 +348,11 @@ def side_by_side(ctx: Context, model: BenchModel, route: str) -> None:
     note = "server CPU per request, log off / log on, both servers on the same core at the same time"
     if complete:
         each = ", ".join(f"{a / b:.3f}" for a, b in zip(off, on, strict=True))
+        loop_off, loop_on = (statistics.median(values) for values in loop_costs.values())
         note += (
             f"; {SIDE_BY_SIDE_ROUNDS} rounds of fresh servers (each round: {each}); median µs per request: log off "
-            f"{statistics.median(off):.2f}, log on {statistics.median(on):.2f}"
+            f"{statistics.median(off):.2f} (event loop {loop_off:.2f}), log on {statistics.median(on):.2f} "
+            f"(event loop {loop_on:.2f})"
         )
     failed = None if complete else "a side-by-side round failed"
     ctx.results.scalars.append(

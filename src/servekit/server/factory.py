@@ -13,10 +13,10 @@ from servekit.settings import Settings
 
 SETTINGS_ENV = "_SERVEKIT_SETTINGS_JSON"
 YOUNG_COLLECTION_THRESHOLD = 10_000
-"""Allocations between two collections of the cyclic collector's youngest generation (Python's
-default is 700). A request allocates and frees dozens of containers, nearly all freed by reference
-counting, so at the default a busy worker ran a collection every ~200 requests: ~1.5 % of its CPU
-in `gc` (docs/performance.md)."""
+"""Net container allocations between two collections of the cyclic collector's youngest generation
+(Python's default is 700). What a request leaves alive for a moment (the monitor's queue, the
+prediction log's segments) keeps that count climbing: at the default a busy worker ran a collection
+every ~200 requests, ~1.5 % of its CPU in `gc` (docs/performance.md §4)."""
 
 
 def app_from_environment() -> FastAPI:

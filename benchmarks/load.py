@@ -70,6 +70,30 @@ def ensure_wrk() -> str:
     raise SystemExit("wrk is not installed and could not be installed: run `apt-get install -y wrk` as root")
 
 
+def _wrk_env(body: Path, content_type: str, headers: dict[str, str] | None, count_status: bool) -> dict[str, str]:
+    """What `wrk.lua` reads from the environment."""
+    return {
+        **os.environ,
+        "BODY_FILE": str(body.resolve()),
+        "CONTENT_TYPE": content_type,
+        "EXTRA_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items()),
+        "COUNT_STATUS": "1" if count_status else "0",
+    }
+
+
+def _wrk_command(url: str, connections: int, seconds: float, core: int | None) -> list[str]:
+    base = ["wrk", "-t1", f"-c{connections}", "--timeout", "10s", "-s", str(LUA)]
+    return pinned([*base, f"-d{max(1, round(seconds))}s", url], core)
+
+
+def _result(out: str) -> dict[str, str]:
+    """The values of `wrk.lua`'s RESULT line; `BenchFailure` when there is none."""
+    match = RESULT_LINE.search(out)
+    if match is None:
+        raise BenchFailure(f"wrk printed no RESULT line: {out.strip()[-200:]}")
+    return dict(item.split("=", 1) for item in match.group(1).split())
+
+
 def run_load(
     url: str,
     body: Path,
@@ -85,17 +109,10 @@ def run_load(
 ) -> Load:
     """One measured point (wrk on `wrk_core()`, or anywhere without `pin_wrk`). Raises
     `BenchFailure` when wrk fails or prints no result."""
-    env = {
-        **os.environ,
-        "BODY_FILE": str(body.resolve()),
-        "CONTENT_TYPE": content_type,
-        "EXTRA_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items()),
-        "COUNT_STATUS": "1" if count_status else "0",
-    }
-    base = ["wrk", "-t1", f"-c{connections}", "--timeout", "10s", "-s", str(LUA)]
+    env = _wrk_env(body, content_type, headers, count_status)
 
     def wrk(seconds: float) -> str:
-        command = pinned([*base, f"-d{max(1, round(seconds))}s", url], wrk_core() if pin_wrk else None)
+        command = _wrk_command(url, connections, seconds, wrk_core() if pin_wrk else None)
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
         except subprocess.TimeoutExpired as exc:
@@ -115,10 +132,7 @@ def run_load(
     busy_after = busy_seconds()
     cpu_after = cpu_seconds(server_pid) if server_pid else None
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    match = RESULT_LINE.search(out)
-    if match is None:
-        raise BenchFailure(f"wrk printed no RESULT line: {out.strip()[-200:]}")
-    values = dict(item.split("=", 1) for item in match.group(1).split())
+    values = _result(out)
     wrk_cpu = (
         children_after.ru_utime + children_after.ru_stime - children_before.ru_utime - children_before.ru_stime
     ) / wall
@@ -165,15 +179,16 @@ def run_side_by_side(
     does during the run, so comparing their CPU per request is not blurred by the slow and fast
     phases of a shared VM, which move sequential points by several per cent. Raises `BenchFailure`
     when a wrk fails or prints no result."""
-    env = {**os.environ, "BODY_FILE": str(body.resolve()), "CONTENT_TYPE": "application/json", "COUNT_STATUS": "0"}
-    env.pop("EXTRA_HEADERS", None)
-    base = ["wrk", "-t1", f"-c{connections}", "--timeout", "10s", "-s", str(LUA)]
+    env = _wrk_env(body, "application/json", None, count_status=False)
 
     def together(seconds: float) -> list[str]:
-        command = [*base, f"-d{max(1, round(seconds))}s"]
         started = [
             subprocess.Popen(
-                pinned([*command, url], wrk_core()), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                _wrk_command(url, connections, seconds, wrk_core()),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for url, _ in targets
         ]
@@ -197,10 +212,7 @@ def run_side_by_side(
     after = [(cpu_seconds(pid), main_thread_cpu_seconds(pid)) for _, pid in targets]
     loads = []
     for out, (start, loop_start), (end, loop_end) in zip(outputs, before, after, strict=True):
-        match = RESULT_LINE.search(out)
-        if match is None:
-            raise BenchFailure(f"wrk printed no RESULT line: {out.strip()[-200:]}")
-        values = dict(item.split("=", 1) for item in match.group(1).split())
+        values = _result(out)
         requests = int(values["requests"])
         loads.append(
             SharedLoad(

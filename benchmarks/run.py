@@ -1,6 +1,6 @@
 """servekit speed benchmark: servekit vs the reference server vs the bare ASGI ceiling, under wrk.
 
-    python benchmarks/run.py              # everything (~8-9 min)
+    python benchmarks/run.py              # everything (~13 min)
     python benchmarks/run.py --quick      # shorter points, 1 and 64 connections (~2 min)
     python benchmarks/run.py --only forest,ceiling
     python benchmarks/run.py --profile    # also py-spy the LogisticRegression server under load
@@ -299,7 +299,7 @@ def monitoring_section(ctx: Context) -> None:
 
 
 SIDE_BY_SIDE_ROUNDS = 5
-SIDE_BY_SIDE = {"prediction log off": {"SERVEKIT_PREDICTION_LOG__ENABLED": "false"}, "defaults (all on)": {}}
+SIDE_BY_SIDE = {variant: MONITORING_VARIANTS[variant] for variant in ("prediction log off", "defaults (all on)")}
 
 
 def side_by_side(ctx: Context, model: BenchModel, route: str) -> None:

@@ -7,6 +7,7 @@ import time
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.test_serve import RELOAD_ENV, promote, push_iris
 from tests.support import ServerProcess, iris_bundle
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -39,6 +40,38 @@ def test_two_workers_report_the_total_of_both(tmp_path) -> None:
     assert len({line["pid"] for line in access}) == 2, "both workers answered"
     for text in scrapes:  # whichever worker answers the scrape reports all 60
         assert requests_counted(text, route=ROUTE, status="200", model="iris") == 60
+
+
+def test_two_workers_report_a_replaced_version_as_no_longer_loaded(tmp_path, servekit_home) -> None:
+    push_iris(tmp_path, servekit_home, 5, 8)
+    promote(1)
+    with ServerProcess(["serve", "iris@production", "--workers", "2"], env=RELOAD_ENV) as server:
+        server.wait_ready()
+        both_ready(server)
+        promote(2)
+        deadline, streak = time.monotonic() + 30, 0
+        while streak < 20:  # fresh connections in a row all answered by version 2: both workers reloaded
+            assert time.monotonic() < deadline, server.log()[-2000:]
+            with server.client() as client:
+                streak = streak + 1 if client.get("/v1/models/iris").json()["version"] == 2 else 0
+        with server.client() as client:
+            scrapes = [client.get("/metrics").text for _ in range(8)]
+        assert server.terminate() == 0
+        log = server.log()
+    for text in scrapes:
+        assert loaded(text, version="1") == 0 and loaded(text, version="2") == 1, text
+    assert "Removal of labels" not in log and "Traceback" not in log, log[-2000:]
+
+
+def loaded(text: str, **labels: str) -> float:
+    """The highest `servekit_model_loaded` sample matching `labels` (0 when there is none)."""
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "servekit_model_loaded" and labels.items() <= sample.labels.items()
+    ]
+    return max(values, default=0.0)
 
 
 def both_ready(server: ServerProcess, timeout: float = 60) -> None:

@@ -13,13 +13,13 @@ verdicts go to Prometheus gauges, and a feature crossing its threshold, either w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from servekit.aio import cancel
 from servekit.monitoring.drift import DriftReport, DriftSettings, DriftWindow, assess
+from servekit.monitoring.metrics import retire
 
 if TYPE_CHECKING:
     from servekit.monitoring.metrics import Metrics
@@ -86,8 +86,7 @@ class DriftMonitor:
             version = _version(watched.version)
             for feature in watched.features:
                 for gauge in (self.metrics.drift_score, self.metrics.drift_detected):
-                    with contextlib.suppress(KeyError):
-                        gauge.remove(watched.name, version, feature)
+                    retire(gauge, watched.name, version, feature)
 
     # -- periodic checks -----------------------------------------------------------------------
     async def start(self) -> None:

@@ -11,12 +11,13 @@ Every name is listed, with its labels, in docs/monitoring.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-__all__ = ["Metrics", "exposition", "metrics", "multiprocess_dir"]
+__all__ = ["Metrics", "exposition", "metrics", "multiprocess_dir", "retire"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -132,6 +133,17 @@ def metrics() -> Metrics:
             "servekit_monitor_events_dropped", "Monitoring events dropped because the monitor fell behind", ()
         ),
     )
+
+
+def retire(gauge: Any, *labels: str) -> None:
+    """Drop a gauge's series for a model version that stopped serving. With several workers
+    prometheus-client cannot drop a series from a worker's file (it warns, and the last value
+    would keep being reported): there the series is set to 0 instead."""
+    if multiprocess_dir() is None:
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
+    else:
+        gauge.labels(*labels).set(0)
 
 
 def exposition(accept: str | None = None) -> tuple[bytes, str]:

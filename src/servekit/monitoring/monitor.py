@@ -11,7 +11,6 @@ not fit is counted (`servekit_monitor_events_dropped_total`), never dropped sile
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -26,7 +25,7 @@ import orjson
 from servekit.aio import cancel
 from servekit.memory import MemoryReleaser
 from servekit.monitoring.context import RequestContext
-from servekit.monitoring.metrics import Metrics, metrics, multiprocess_dir
+from servekit.monitoring.metrics import Metrics, metrics, multiprocess_dir, retire
 from servekit.monitoring.predlog_blocks import Segment, single
 from servekit.monitoring.tally import Tally
 
@@ -151,11 +150,9 @@ class Monitor:
         if self.metrics is not None:
             predictor = runner.predictor
             labels = (predictor.name, _version(predictor.version))
-            with contextlib.suppress(KeyError):
-                self.metrics.model_loaded.remove(*labels, predictor.runtime.format, predictor.variant or "")
+            retire(self.metrics.model_loaded, *labels, predictor.runtime.format, predictor.variant or "")
             for gauge in (self.metrics.queue_depth, self.metrics.circuit_state):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(*labels)
+                retire(gauge, *labels)
 
     def model_loaded(self, name: str, version: int | None, seconds: float) -> None:
         if self.metrics is not None:

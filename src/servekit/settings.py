@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     host: str = DEFAULT_HOST
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
     workers: int = Field(1, ge=1)
+    reuse_port: bool = True
+    """With several workers on Linux, each listens on its own socket (`SO_REUSEPORT`) and the
+    kernel spreads connections evenly; `false`: one socket shared by all, as uvicorn does."""
     trust: bool = False
     """Trust pickle-based files given as paths (same as --trust / SERVEKIT_TRUST_PICKLE=1)."""
     optimized: bool | str = True

@@ -121,22 +121,28 @@ def _share_metrics(settings: Settings) -> str | None:
 
 
 def _run_uvicorn(uvicorn: Any, settings: Settings) -> None:
-    uvicorn.run(
-        "servekit.server.factory:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,
-        loop="uvloop",
-        http="servekit.server.fastpath:ServekitHttpProtocol",  # httptools, plus the fast path
+    from servekit.server import workers
+
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "loop": "uvloop",
+        "http": "servekit.server.fastpath:ServekitHttpProtocol",  # httptools, plus the fast path
         # Accepted requests may run up to the prediction timeout: wait for them before stopping.
-        timeout_graceful_shutdown=max(30, int(settings.runner.timeout_s) + 5),
-        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
-        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        "timeout_graceful_shutdown": max(30, int(settings.runner.timeout_s) + 5),
+        "ssl_certfile": str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
         **({"log_config": _json_log_config()} if settings.log_format == "json" else {}),
-    )
+    }
+    app = "servekit.server.factory:app_from_environment"
+    if settings.workers > 1 and settings.reuse_port and workers.supported():
+        workers.run_workers(uvicorn.Config(app, **options))  # a listening socket per worker
+    else:
+        uvicorn.run(app, **options)
 
 
 def _json_log_config() -> dict[str, Any]:

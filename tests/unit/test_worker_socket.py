@@ -43,3 +43,18 @@ def test_an_address_in_use_is_refused() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(InvalidInput, match=f"127.0.0.1:{port} is already in use"):
             reserve_address("127.0.0.1", port)
+
+
+def test_an_ipv6_address_gets_ipv6_sockets() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    reserved = reserve_address("::1", 0)
+    twin = ForkingPickler.loads(ForkingPickler.dumps(reserved))
+    try:
+        assert twin.family == socket.AF_INET6 and twin.getsockname() == reserved.getsockname()
+    finally:
+        twin.close()
+        reserved.close()

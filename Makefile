@@ -46,7 +46,7 @@ format: install
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-# Speed benchmark (~13 min; BENCH_ARGS=--quick for ~2 min). Report: benchmarks/results/latest.md
+# Speed benchmark (~14 min; BENCH_ARGS=--quick for ~2 min). Report: benchmarks/results/latest.md
 bench: install
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 

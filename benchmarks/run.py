@@ -1,6 +1,6 @@
 """servekit speed benchmark: servekit vs the reference server vs the bare ASGI ceiling, under wrk.
 
-    python benchmarks/run.py              # everything (~13 min)
+    python benchmarks/run.py              # everything (~14 min)
     python benchmarks/run.py --quick      # shorter points, 1 and 64 connections (~2 min)
     python benchmarks/run.py --only forest,ceiling
     python benchmarks/run.py --profile    # also py-spy the LogisticRegression server under load

@@ -1,6 +1,6 @@
 """Several workers on Linux: each listens on a socket of its own (SO_REUSEPORT), a replacement
-worker gets one too, `reuse_port: false` keeps uvicorn's one shared socket, and a port that is
-already taken is refused with one line."""
+worker gets one too, `reuse_port: false` keeps uvicorn's one shared socket; a port that is
+already taken is refused with one line before any model loads, with one worker or several."""
 
 from __future__ import annotations
 
@@ -70,16 +70,17 @@ def test_reuse_port_false_keeps_one_shared_socket(tmp_path: Path) -> None:
         assert server.terminate() == 0
 
 
-def test_a_port_in_use_is_refused_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_refused_with_one_line_before_loading(tmp_path: Path, workers: str) -> None:
     bundle = iris_bundle(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        command = [SERVEKIT, "serve", str(bundle), "--trust", "--workers", "2", "--port", str(port)]
+        command = [SERVEKIT, "serve", str(bundle), "--trust", "--workers", workers, "--port", str(port)]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     line = one_line_error(result)
-    assert f"127.0.0.1:{port} is already in use" in line and "--port" in line, line
+    assert f"127.0.0.1:{port} is already in use" in line and "--port" in line, line  # and no uvicorn log
 
 
 def _listening_inodes(pid: int, port: int) -> set[str]:

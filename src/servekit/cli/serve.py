@@ -121,7 +121,7 @@ def _share_metrics(settings: Settings) -> str | None:
 
 
 def _run_uvicorn(uvicorn: Any, settings: Settings) -> None:
-    from servekit.server import workers
+    from servekit.server import listening
 
     options: dict[str, Any] = {
         "factory": True,
@@ -138,11 +138,8 @@ def _run_uvicorn(uvicorn: Any, settings: Settings) -> None:
         "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
         **({"log_config": _json_log_config()} if settings.log_format == "json" else {}),
     }
-    app = "servekit.server.factory:app_from_environment"
-    if settings.workers > 1 and settings.reuse_port and workers.supported():
-        workers.run_workers(uvicorn.Config(app, **options))  # a listening socket per worker
-    else:
-        uvicorn.run(app, **options)
+    config = uvicorn.Config("servekit.server.factory:app_from_environment", **options)
+    listening.serve(config, reuse_port=settings.reuse_port)  # the address bound before any model loads
 
 
 def _json_log_config() -> dict[str, Any]:

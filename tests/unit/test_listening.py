@@ -10,7 +10,7 @@ from multiprocessing.reduction import ForkingPickler
 import pytest
 
 from servekit.errors import InvalidInput
-from servekit.server.workers import WorkerSocket, reserve_address, supported
+from servekit.server.listening import WorkerSocket, reserve_address, supported
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading is Linux's")
 

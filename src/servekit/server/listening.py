@@ -1,4 +1,5 @@
-"""Several worker processes, each accepting connections on its own listening socket.
+"""Where `servekit serve` listens: the address is bound before any model loads (a port in use is
+one line, exit 2), then handed to uvicorn; with several workers on Linux, a socket per worker.
 
 uvicorn's supervisor binds one socket and every worker accepts from it: whichever worker wakes
 first takes a whole burst of new connections. Clients that keep their connections open (load
@@ -18,11 +19,14 @@ from __future__ import annotations
 import errno
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 from servekit.errors import InvalidInput
 
-__all__ = ["WorkerSocket", "reserve_address", "run_workers", "supported"]
+__all__ = ["WorkerSocket", "bind_address", "reserve_address", "serve", "supported"]
+
+STARTUP_FAILURE = 3
+"""Exit status when the server could not start (uvicorn's)."""
 
 
 def supported() -> bool:
@@ -48,31 +52,50 @@ def worker_socket(family: int, address: tuple[Any, ...]) -> socket.socket:
     return sock
 
 
-def reserve_address(host: str, port: int) -> WorkerSocket:
-    """Bind the supervisor's socket (port 0: a free port, which every worker then shares).
-
-    Raises `InvalidInput` when the address is taken or cannot be bound."""
+def bind_address(host: str, port: int, kind: type[socket.socket] = socket.socket) -> socket.socket:
+    """A socket bound to `host`:`port` (port 0: a free one), not listening yet, inheritable by
+    worker processes. Raises `InvalidInput` when the address is taken or cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = WorkerSocket(family, socket.SOCK_STREAM)
+    sock = kind(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            hint = "stop the other server or choose another --port"
+            hint = "Stop the other server or choose another --port"
             raise InvalidInput(f"{host}:{port} is already in use", hint=hint) from None
         raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def reserve_address(host: str, port: int) -> WorkerSocket:
+    """The supervisor's socket for a socket per worker (see the module's docstring)."""
+    sock = cast(WorkerSocket, bind_address(host, port, WorkerSocket))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # after bind: the workers join it
     return sock
 
 
-def run_workers(config: Any) -> None:
-    """Run `config.workers` uvicorn workers under uvicorn's supervisor, each on its own socket."""
+def serve(config: Any, *, reuse_port: bool = True) -> None:
+    """Run uvicorn with `config` on an address bound here first: one server in this process, or
+    `config.workers` under uvicorn's supervisor, each on its own socket when `reuse_port` and
+    `supported()`, else sharing one. Exits with `STARTUP_FAILURE` when the server never started."""
+    from uvicorn import Server
     from uvicorn.supervisors import Multiprocess
 
-    sock = reserve_address(config.host, config.port)
+    several = config.workers > 1
+    per_worker = several and reuse_port and supported()
+    sock = reserve_address(config.host, config.port) if per_worker else bind_address(config.host, config.port)
+    server = Server(config)
     try:
-        Multiprocess(config, sockets=[sock]).run()
+        if several:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled gracefully
+        pass
     finally:
         sock.close()
+    if not several and not server.started:
+        sys.exit(STARTUP_FAILURE)

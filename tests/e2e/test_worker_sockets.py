@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_faults import _models_ready
 from tests.e2e.test_serve import _ready_everywhere, _workers
 from tests.support import SERVEKIT, ServerProcess, iris_bundle, one_line_error
 
@@ -51,7 +52,8 @@ def test_each_worker_listens_on_its_own_socket_and_a_replacement_too(tmp_path: P
         deadline = time.monotonic() + 60
         while True:
             now = _workers(server.process.pid)
-            if len(now) == 2 and workers[0] not in now and all(listeners(pid, server.port) == 1 for pid in now):
+            replaced = len(now) == 2 and workers[0] not in now and all(listeners(pid, server.port) == 1 for pid in now)
+            if replaced and _models_ready(server) >= 3 and _ready_everywhere(server):  # the new one loaded too
                 break
             assert time.monotonic() < deadline, (now, server.log()[-3000:])
             time.sleep(0.2)

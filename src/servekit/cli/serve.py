@@ -123,22 +123,22 @@ def _share_metrics(settings: Settings) -> str | None:
 def _run_uvicorn(uvicorn: Any, settings: Settings) -> None:
     from servekit.server import listening
 
-    options: dict[str, Any] = {
-        "factory": True,
-        "host": settings.host,
-        "port": settings.port,
-        "workers": settings.workers,
-        "log_level": settings.log_level,
-        "access_log": False,
-        "loop": "uvloop",
-        "http": "servekit.server.fastpath:ServekitHttpProtocol",  # httptools, plus the fast path
+    config = uvicorn.Config(
+        "servekit.server.factory:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="servekit.server.fastpath:ServekitHttpProtocol",  # httptools, plus the fast path
         # Accepted requests may run up to the prediction timeout: wait for them before stopping.
-        "timeout_graceful_shutdown": max(30, int(settings.runner.timeout_s) + 5),
-        "ssl_certfile": str(settings.ssl_certfile) if settings.ssl_certfile else None,
-        "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        timeout_graceful_shutdown=max(30, int(settings.runner.timeout_s) + 5),
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
         **({"log_config": _json_log_config()} if settings.log_format == "json" else {}),
-    }
-    config = uvicorn.Config("servekit.server.factory:app_from_environment", **options)
+    )
     listening.serve(config, reuse_port=settings.reuse_port)  # the address bound before any model loads
 
 

@@ -87,9 +87,9 @@ def serve(config: Any, *, reuse_port: bool = True) -> None:
     several = config.workers > 1
     per_worker = several and reuse_port and supported()
     sock = reserve_address(config.host, config.port) if per_worker else bind_address(config.host, config.port)
-    server = Server(config)
+    server = None if several else Server(config)
     try:
-        if several:
+        if server is None:
             Multiprocess(config, sockets=[sock]).run()
         else:
             server.run(sockets=[sock])
@@ -97,5 +97,5 @@ def serve(config: Any, *, reuse_port: bool = True) -> None:
         pass
     finally:
         sock.close()
-    if not several and not server.started:
+    if server is not None and not server.started:
         sys.exit(STARTUP_FAILURE)
